@@ -1,0 +1,141 @@
+"""Settings: one frozen field per command-line flag, validated once at start-up.
+
+Names and defaults follow the reference webhook's flags (``../shared/reference``), so an existing
+deployment's arguments keep their meaning. Validation errors are ``ConfigError`` and name the flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_TOKEN_EXPIRATION = 600
+"""The API server rejects projected tokens shorter than ten minutes."""
+
+MAX_TOKEN_EXPIRATION = 2**32 - 1
+"""The API server rejects ``expirationSeconds`` above 2^32 - 1."""
+
+DEFAULT_TOKEN_EXPIRATION = 86400
+
+IRSA_VOLUME_NAME = "aws-iam-token"
+IRSA_TOKEN_FILE = "token"
+CONTAINER_CREDENTIALS_LABEL = "eks.amazonaws.com/pod-identity"
+SKIP_LABEL = "eks.amazonaws.com/skip-pod-identity-webhook"
+CONFIG_MAP_NAME = "pod-identity-webhook"
+CONFIG_MAP_KEY = "config"
+
+
+class ConfigError(ValueError):
+    """A flag or setting has a value we cannot run with; the message names the flag to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class MutationSettings:
+    """Everything the pure mutation core needs; shared by ``serve`` and ``mutate``."""
+
+    annotation_prefix: str = "eks.amazonaws.com"
+    """Prefix of every ServiceAccount and pod annotation we read (``<prefix>/role-arn``)."""
+    token_audience: str = "sts.amazonaws.com"
+    """Audience of the projected token when the ServiceAccount names none."""
+    token_mount_path: str = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+    """Where the IRSA token volume is mounted in each container."""
+    token_expiration: int = DEFAULT_TOKEN_EXPIRATION
+    """Default ``expirationSeconds`` of the projected token, clamped to the API server's range."""
+    aws_default_region: str = ""
+    """When set, injected as ``AWS_DEFAULT_REGION`` and ``AWS_REGION``."""
+    sts_regional_endpoint: bool = False
+    """Default for injecting ``AWS_STS_REGIONAL_ENDPOINTS=regional``."""
+    compose_role_arn: bool = False
+    """Let ``role-arn`` be a bare role name, composed into an ARN with partition and account."""
+    aws_partition: str = ""
+    """Partition used by ``--compose-role-arn`` (``aws``, ``aws-cn``, ...)."""
+    aws_account_id: str = ""
+    """Account used by ``--compose-role-arn``."""
+    container_credentials_audience: str = "pods.eks.amazonaws.com"
+    container_credentials_token_mount_path: str = (
+        "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
+    )
+    container_credentials_token_volume_name: str = "eks-pod-identity-token"
+    container_credentials_token_path: str = "eks-pod-identity-token"
+    container_credentials_full_uri: str = "http://169.254.170.23/v1/credentials"
+
+    def __post_init__(self) -> None:
+        if not self.annotation_prefix or "/" in self.annotation_prefix:
+            raise ConfigError(
+                f"--annotation-prefix {self.annotation_prefix!r} must be a non-empty DNS prefix "
+                "without '/', like eks.amazonaws.com"
+            )
+        for flag, path in (
+            ("--token-mount-path", self.token_mount_path),
+            ("--container-credentials-token-mount-path", self.container_credentials_token_mount_path),
+        ):
+            if not path.startswith("/"):
+                raise ConfigError(f"{flag} {path!r} must be an absolute path")
+        if self.compose_role_arn and bool(self.aws_partition) != bool(self.aws_account_id):
+            raise ConfigError(
+                "--aws-partition and --aws-account-id go together; give both, or neither to "
+                "read them from instance metadata"
+            )
+        if self.aws_account_id and not (
+            len(self.aws_account_id) == 12 and self.aws_account_id.isdigit()
+        ):
+            raise ConfigError(f"--aws-account-id {self.aws_account_id!r} must be 12 digits")
+
+    def annotation(self, name: str) -> str:
+        """The full annotation key for ``name`` under the configured prefix."""
+        return f"{self.annotation_prefix}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Settings of ``irsa-webhook serve``: the mutation settings plus process wiring."""
+
+    mutation: MutationSettings = field(default_factory=MutationSettings)
+    port: int = 443
+    metrics_port: int = 9999
+    bind_address: str = "0.0.0.0"  # noqa: S104 - a webhook in a pod must listen on its pod IP
+    kubeconfig: str = ""
+    kube_api: str = ""
+    tls_cert: str = "/etc/webhook/certs/tls.crt"
+    tls_key: str = "/etc/webhook/certs/tls.key"
+    tls_min_version: str = "1.2"
+    tls_cipher_suites: tuple[str, ...] = ()
+    tls_reload_interval: float = 10.0
+    """How often the cert files are checked for a change (seconds)."""
+    namespace: str = "eks"
+    """Namespace of the ``pod-identity-webhook`` ConfigMap (the reference default)."""
+    watch_config_map: bool = False
+    watch_container_credentials_config: str = ""
+    enable_debugging_handlers: bool = False
+    service_account_lookup_grace_period: float = 1.0
+    resync_period: float = 60.0
+    log_format: str = "text"
+    log_level: str = "info"
+    readiness_requires_sync: bool = True
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 1000
+    keep_alive_timeout: float = 75.0
+    read_timeout: float = 10.0
+    shutdown_timeout: float = 25.0
+    """Upper bound on draining in-flight requests after SIGTERM."""
+    watch_timeout: float = 300.0
+    """Server-side timeout of one watch request; the watch resumes from the last version."""
+    watch_inactivity_timeout: float = 90.0
+    """Reconnect when a watch delivers nothing, not even a bookmark, for this long."""
+
+    def __post_init__(self) -> None:
+        for flag, port in (("--port", self.port), ("--metrics-port", self.metrics_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{flag} {port} is not a TCP port (0-65535)")
+        if self.port == self.metrics_port and self.port != 0:
+            raise ConfigError("--port and --metrics-port must differ")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format {self.log_format!r} must be text or json")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"--log-level {self.log_level!r} must be debug, info, warning or error")
+        if self.service_account_lookup_grace_period < 0:
+            raise ConfigError("--service-account-lookup-grace-period must not be negative")
+        if self.max_request_bytes < 1024:
+            raise ConfigError("--max-request-bytes must be at least 1024")
+        if self.watch_container_credentials_config and not self.watch_container_credentials_config.startswith("/"):
+            raise ConfigError("--watch-container-credentials-config must be an absolute path")

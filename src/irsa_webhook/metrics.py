@@ -1,0 +1,127 @@
+"""Prometheus metrics: the reference webhook's names (dashboards keep working) and ours.
+
+The reference's counters are exposed under their exact Go names (``http_request_count``, not
+``..._total``), so they are emitted as untyped samples by a small collector; prometheus-client
+would otherwise append ``_total``. Our own metrics use seconds and the ``irsa_webhook_`` prefix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+# The reference's latency histogram is in microseconds, 0.125 s to 8 s.
+_REFERENCE_BUCKETS_US = (125000, 250000, 500000, 1e6, 2e6, 4e6, 8e6)
+_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0)
+
+
+class _ReferenceCounters(Collector):
+    """``http_request_count``, ``pod_identity_webhook_pod_count`` and missing-SA, as in Go."""
+
+    def __init__(self) -> None:
+        self.requests: Tally[tuple[str, str, str]] = Tally()
+        self.pods: Tally[str] = Tally()
+        self.missing_service_accounts = 0
+
+    def collect(self) -> Iterator[Metric]:
+        requests = Metric("http_request_count", "Count of HTTP requests", "unknown")
+        for (verb, path, code), value in sorted(self.requests.items()):
+            requests.add_sample(
+                "http_request_count", {"verb": verb, "path": path, "code": code}, value
+            )
+        yield requests
+        pods = Metric("pod_identity_webhook_pod_count", "Pods mutated, by method", "unknown")
+        for method, value in sorted(self.pods.items()):
+            pods.add_sample("pod_identity_webhook_pod_count", {"method": method}, value)
+        yield pods
+        missing = Metric(
+            "pod_identity_webhook_missing_sa_count",
+            "Pods whose ServiceAccount was not found",
+            "unknown",
+        )
+        missing.add_sample("pod_identity_webhook_missing_sa_count", {}, self.missing_service_accounts)
+        yield missing
+
+
+class Metrics:
+    """All metrics of one webhook process, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self._reference = _ReferenceCounters()
+        registry.register(self._reference)
+        self.request_latencies_us = Histogram(
+            "http_request_latencies",
+            "Response latency distribution in microseconds (reference name)",
+            ["verb", "path"],
+            buckets=_REFERENCE_BUCKETS_US,
+            registry=registry,
+        )
+        self.used = Gauge(
+            "pod_identity_webhook_used", "The webhook is in use (reference name)", registry=registry
+        )
+        self.request_duration = Histogram(
+            "irsa_webhook_request_duration_seconds",
+            "Time to answer an admission request",
+            ["outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "irsa_webhook_admission_decisions",
+            "Admission decisions by outcome (mutated, unchanged, not-annotated, missing-sa, ...)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.warnings = Counter(
+            "irsa_webhook_warnings", "Admission warnings returned, by reason", ["reason"],
+            registry=registry,
+        )
+        self.cache_size = Gauge(
+            "irsa_webhook_cache_size", "Objects held by each cache", ["source"], registry=registry
+        )
+        self.cache_synced = Gauge(
+            "irsa_webhook_cache_synced", "1 once the source has been fully read", ["source"],
+            registry=registry,
+        )
+        self.watch_restarts = Counter(
+            "irsa_webhook_watch_restarts", "Watch reconnections, by source and reason",
+            ["source", "reason"], registry=registry,
+        )
+        self.live_lookups = Counter(
+            "irsa_webhook_service_account_live_lookups",
+            "Live GETs of ServiceAccounts missing from the cache, by result",
+            ["result"], registry=registry,
+        )
+        self.certificate_expiry = Gauge(
+            "irsa_webhook_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate, as a Unix time", registry=registry,
+        )
+        self.certificate_reloads = Counter(
+            "irsa_webhook_certificate_reloads", "Serving certificate reloads, by result",
+            ["result"], registry=registry,
+        )
+
+    def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
+        self._reference.requests[(verb, path, str(code))] += 1
+        self.request_latencies_us.labels(verb, path).observe(seconds * 1e6)
+
+    def count_pod(self, method: str) -> None:
+        self._reference.pods[method] += 1
+
+    def count_missing_service_account(self) -> None:
+        self._reference.missing_service_accounts += 1

@@ -1,0 +1,322 @@
+"""The mutation core: pod + identity + settings -> mutated pod + warnings. Pure: no I/O.
+
+The rules are the reference webhook's (see ``../shared/reference``), applied to plain JSON dicts
+so that fields this code has never heard of pass through untouched. The input pod is never
+modified; changed parts are copied, unchanged parts are shared, which keeps the later diff cheap.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from irsa_webhook.config import (
+    CONTAINER_CREDENTIALS_LABEL,
+    DEFAULT_TOKEN_EXPIRATION,
+    IRSA_TOKEN_FILE,
+    IRSA_VOLUME_NAME,
+    MutationSettings,
+)
+from irsa_webhook.identity import (
+    SKIP_CONTAINERS,
+    TOKEN_EXPIRATION,
+    Identity,
+    Mode,
+    clamp_token_expiration,
+)
+from irsa_webhook.parsing import parse_csv_record, parse_int64
+
+Pod = dict[str, Any]
+RandomInt = Callable[[int, int], int]
+"""Uniform integer in [a, b] inclusive, like ``random.Random.randint``; injectable for tests."""
+
+JITTER_MIN = 79200
+"""Container-credentials tokens of exactly one day are spread over [22 h, 24 h], as the reference."""
+
+_WEB_IDENTITY_VARS = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+_CONTAINER_CREDENTIALS_VARS = (
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+)
+_REGION_VARS = ("AWS_DEFAULT_REGION", "AWS_REGION")
+_STS_VAR = "AWS_STS_REGIONAL_ENDPOINTS"
+_OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What gets injected, after every precedence rule: the same for all containers of a pod."""
+
+    mode: Mode
+    volume_name: str
+    mount_path: str
+    token_path_in_volume: str
+    token_file: str
+    """The value of the token-file env var (Windows form on Windows pods)."""
+    audience: str
+    token_expiration: int
+    credential_env: tuple[tuple[str, str], tuple[str, str]]
+    regional_sts: bool
+    region: str
+
+
+@dataclass(slots=True)
+class MutationResult:
+    pod: Pod
+    warnings: list[str] = field(default_factory=list)
+    mutated: list[str] = field(default_factory=list)
+    """Names of containers (init first) that received something."""
+    skipped: list[str] = field(default_factory=list)
+    """Names of containers left alone by the skip-containers annotation."""
+    token_expiration: int = 0
+
+
+def mutate_pod(
+    pod: Mapping[str, Any],
+    identity: Identity,
+    settings: MutationSettings,
+    random_int: RandomInt,
+) -> MutationResult:
+    """Inject ``identity`` into every container of ``pod`` not named in skip-containers."""
+    warnings = list(identity.warnings)
+    metadata: Mapping[str, Any] = pod.get("metadata") or {}
+    annotations: Mapping[str, Any] = metadata.get("annotations") or {}
+    spec: Mapping[str, Any] = pod.get("spec") or {}
+
+    credentials = _credentials(identity, annotations, spec, settings, random_int, warnings)
+    skip = _skip_set(annotations, spec, settings, warnings)
+
+    new_spec = dict(spec)
+    result = MutationResult(pod=dict(pod), warnings=warnings)
+    result.token_expiration = credentials.token_expiration
+    result.pod["spec"] = new_spec
+
+    if credentials.mode is Mode.CONTAINER_CREDENTIALS:
+        labels = metadata.get("labels") or {}
+        if labels.get(CONTAINER_CREDENTIALS_LABEL) != "enabled":
+            result.pod["metadata"] = {
+                **metadata,
+                "labels": {**labels, CONTAINER_CREDENTIALS_LABEL: "enabled"},
+            }
+
+    _add_volume(new_spec, credentials, warnings)
+    for list_name in ("initContainers", "containers"):
+        containers = spec.get(list_name)
+        if not containers:
+            continue
+        new_containers = []
+        for container in containers:
+            name = container.get("name", "")
+            if name in skip:
+                result.skipped.append(name)
+                new_containers.append(container)
+                continue
+            new_container = _mutate_container(container, credentials, warnings)
+            if new_container is not container:
+                result.mutated.append(name)
+            new_containers.append(new_container)
+        new_spec[list_name] = new_containers
+    return result
+
+
+def _credentials(
+    identity: Identity,
+    annotations: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    settings: MutationSettings,
+    random_int: RandomInt,
+    warnings: list[str],
+) -> Credentials:
+    # Token expiration precedence: pod annotation > ServiceAccount annotation > ConfigMap > flag.
+    expiration = identity.token_expiration
+    key = settings.annotation(TOKEN_EXPIRATION)
+    raw = annotations.get(key)
+    if raw is not None:
+        try:
+            expiration, clamped = clamp_token_expiration(parse_int64(str(raw)), f"pod {key}")
+        except ValueError:
+            warnings.append(f"pod {key} {str(raw)[:40]!r} is not whole seconds; using {expiration}")
+        else:
+            if clamped:
+                warnings.append(clamped)
+
+    if identity.mode is Mode.CONTAINER_CREDENTIALS:
+        if expiration == DEFAULT_TOKEN_EXPIRATION:
+            expiration = random_int(JITTER_MIN, DEFAULT_TOKEN_EXPIRATION)
+        volume_name = settings.container_credentials_token_volume_name
+        mount_path = settings.container_credentials_token_mount_path
+        token_name = settings.container_credentials_token_path
+    else:
+        volume_name = IRSA_VOLUME_NAME
+        mount_path = settings.token_mount_path
+        token_name = IRSA_TOKEN_FILE
+
+    token_file = _clean_path(posixpath.join(mount_path, token_name))
+    if is_windows(spec):
+        token_file = "C:" + token_file.replace("/", "\\")
+    if identity.mode is Mode.CONTAINER_CREDENTIALS:
+        credential_env = (
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", settings.container_credentials_full_uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file),
+        )
+    else:
+        credential_env = (
+            ("AWS_ROLE_ARN", identity.role_arn),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file),
+        )
+    return Credentials(
+        mode=identity.mode,
+        volume_name=volume_name,
+        mount_path=mount_path,
+        token_path_in_volume=token_name,
+        token_file=token_file,
+        audience=identity.audience,
+        token_expiration=expiration,
+        credential_env=credential_env,
+        regional_sts=identity.regional_sts,
+        region=settings.aws_default_region,
+    )
+
+
+def _clean_path(path: str) -> str:
+    """Go's ``path.Clean``: unlike ``posixpath.normpath`` it also collapses a leading ``//``."""
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def is_windows(spec: Mapping[str, Any]) -> bool:
+    """Windows pods, from ``spec.os``, the OS node selectors, or a Windows-only node affinity."""
+    if (spec.get("os") or {}).get("name") == "windows":
+        return True
+    selector = spec.get("nodeSelector") or {}
+    if any(selector.get(label) == "windows" for label in _OS_LABELS):
+        return True
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = affinity.get("nodeSelectorTerms") or []
+    # Terms are ORed: the pod is Windows-only when every term requires a Windows node.
+    return bool(terms) and all(_term_requires_windows(term) for term in terms)
+
+
+def _term_requires_windows(term: Mapping[str, Any]) -> bool:
+    for expression in term.get("matchExpressions") or []:
+        if (
+            expression.get("key") in _OS_LABELS
+            and expression.get("operator") == "In"
+            and expression.get("values") == ["windows"]
+        ):
+            return True
+    return False
+
+
+def _skip_set(
+    annotations: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    settings: MutationSettings,
+    warnings: list[str],
+) -> frozenset[str]:
+    key = settings.annotation(SKIP_CONTAINERS)
+    raw = annotations.get(key)
+    if raw is None:
+        return frozenset()
+    try:
+        names = frozenset(name for name in parse_csv_record(str(raw)) if name)
+    except ValueError as exc:
+        warnings.append(f"pod {key} ignored, nothing skipped: {exc}")
+        return frozenset()
+    present = {
+        container.get("name")
+        for list_name in ("initContainers", "containers")
+        for container in spec.get(list_name) or []
+    }
+    for name in sorted(names - present):
+        warnings.append(f"pod {key} names {name[:40]!r}, which matches no container")
+    return names
+
+
+def _add_volume(spec: dict[str, Any], credentials: Credentials, warnings: list[str]) -> None:
+    volumes = spec.get("volumes") or []
+    for volume in volumes:
+        if volume.get("name") == credentials.volume_name:
+            if not _is_token_volume(volume):
+                warnings.append(
+                    f"volume {credentials.volume_name!r} is reserved for the web identity token "
+                    "but is not a projected token; AWS SDKs will read the wrong file"
+                )
+            return
+    token: dict[str, Any] = {}
+    if credentials.audience:
+        token["audience"] = credentials.audience
+    token["expirationSeconds"] = credentials.token_expiration
+    token["path"] = credentials.token_path_in_volume
+    volume = {
+        "name": credentials.volume_name,
+        "projected": {"sources": [{"serviceAccountToken": token}]},
+    }
+    # The reference inserts at the front; keeping that makes our stored pods identical to its.
+    spec["volumes"] = [volume, *volumes]
+
+
+def _is_token_volume(volume: Mapping[str, Any]) -> bool:
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return any("serviceAccountToken" in source for source in sources)
+
+
+def _mutate_container(
+    container: Mapping[str, Any],
+    credentials: Credentials,
+    warnings: list[str],
+) -> Mapping[str, Any]:
+    """Return the container itself when nothing changes, else a changed copy."""
+    env: list[Mapping[str, Any]] = container.get("env") or []
+    present = {variable.get("name"): variable for variable in env}
+    credential_names = (
+        _CONTAINER_CREDENTIALS_VARS
+        if credentials.mode is Mode.CONTAINER_CREDENTIALS
+        else _WEB_IDENTITY_VARS
+    )
+    credentials_defined = any(name in present for name in credential_names)
+    region_defined = any(name in present for name in _REGION_VARS)
+    sts_defined = _STS_VAR in present
+
+    if credentials_defined and not _is_ours(present, credentials):
+        set_names = " and ".join(name for name in credential_names if name in present)
+        warnings.append(
+            f"container {container.get('name', '')!r} sets {set_names} itself; "
+            "the webhook injected no credentials into it"
+        )
+    # The reference leaves a container completely alone (no mount either) in this case.
+    if credentials_defined and region_defined and sts_defined:
+        return container
+
+    additions: list[dict[str, str]] = []
+    if not sts_defined and credentials.regional_sts:
+        additions.append({"name": _STS_VAR, "value": "regional"})
+    if not region_defined and credentials.region:
+        additions.extend({"name": name, "value": credentials.region} for name in _REGION_VARS)
+    if not credentials_defined:
+        additions.extend({"name": name, "value": value} for name, value in credentials.credential_env)
+
+    mounts: list[Mapping[str, Any]] = container.get("volumeMounts") or []
+    needs_mount = all(mount.get("name") != credentials.volume_name for mount in mounts)
+    if not additions and not needs_mount:
+        return container
+    new_container = dict(container)
+    if additions:
+        new_container["env"] = [*env, *additions]
+    if needs_mount:
+        new_container["volumeMounts"] = [
+            *mounts,
+            {"name": credentials.volume_name, "readOnly": True, "mountPath": credentials.mount_path},
+        ]
+    return new_container
+
+
+def _is_ours(present: Mapping[Any, Mapping[str, Any]], credentials: Credentials) -> bool:
+    """True when the credential variables are exactly what we inject (a reinvocation)."""
+    return all(
+        (present.get(name) or {}).get("value") == value for name, value in credentials.credential_env
+    )

@@ -1,0 +1,72 @@
+"""The JSON Patch between two pods, computed in one place (SPEC 3.1: minimal patches).
+
+The mutation returns a new pod that shares every unchanged part with the old one, so identity
+checks prune most of the walk. Lists get ``add`` operations when items were appended or
+prepended (env, volumeMounts, volumes) and element-wise diffs when their length is unchanged;
+any other change replaces that one list. Nothing outside what changed is ever touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Operation = dict[str, Any]
+
+
+def escape(token: str) -> str:
+    """Escape one JSON Pointer reference token (RFC 6901)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def diff(old: Any, new: Any) -> list[Operation]:
+    """Operations that turn ``old`` into ``new``; empty when they are equal."""
+    operations: list[Operation] = []
+    _diff(old, new, "", operations)
+    return operations
+
+
+def _diff(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
+    if old is new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        _diff_objects(old, new, path, operations)
+    elif isinstance(old, list) and isinstance(new, list):
+        _diff_lists(old, new, path, operations)
+    elif type(old) is not type(new) or old != new:
+        operations.append({"op": "replace", "path": path, "value": new})
+
+
+def _diff_objects(
+    old: dict[str, Any], new: dict[str, Any], path: str, operations: list[Operation]
+) -> None:
+    for key, value in new.items():
+        child = f"{path}/{escape(key)}"
+        if key not in old:
+            operations.append({"op": "add", "path": child, "value": value})
+        else:
+            _diff(old[key], value, child, operations)
+    operations.extend(
+        {"op": "remove", "path": f"{path}/{escape(key)}"} for key in old if key not in new
+    )
+
+
+def _diff_lists(old: list[Any], new: list[Any], path: str, operations: list[Operation]) -> None:
+    if len(old) == len(new):
+        for index, (old_item, new_item) in enumerate(zip(old, new, strict=True)):
+            _diff(old_item, new_item, f"{path}/{index}", operations)
+        return
+    grown = len(new) - len(old)
+    if grown > 0 and _same_items(old, new[:len(old)]):
+        operations.extend({"op": "add", "path": f"{path}/-", "value": item} for item in new[len(old):])
+        return
+    if grown > 0 and _same_items(old, new[grown:]):
+        operations.extend(
+            {"op": "add", "path": f"{path}/{index}", "value": item}
+            for index, item in enumerate(new[:grown])
+        )
+        return
+    operations.append({"op": "replace", "path": path, "value": new})
+
+
+def _same_items(old: list[Any], new: list[Any]) -> bool:
+    return all(a is b or a == b for a, b in zip(old, new, strict=True))
