@@ -100,7 +100,7 @@ def _is_pod_create(request: Mapping[str, Any]) -> bool:
         return False
     if request.get("subResource"):
         return False
-    return request.get("operation", "CREATE") == "CREATE"
+    return bool(request.get("operation", "CREATE") == "CREATE")
 
 
 _LIST_OF_OBJECTS = ("containers", "initContainers", "ephemeralContainers", "volumes")
@@ -148,7 +148,9 @@ def _affinity_problem(affinity: Any) -> str | None:
     node = (affinity or {}).get("nodeAffinity")
     if node is None:
         return None
-    required = node.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(node, dict) else 0
+    required = (
+        node.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(node, dict) else 0
+    )
     if required is None:
         return None
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else 0

@@ -182,9 +182,7 @@ def _load_container_credentials(path: str | None) -> ContainerCredentialsConfig:
         raise InputError(f"{path}: {exc}") from None
 
 
-def run_mutate(
-    arguments: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
-) -> int:
+def run_mutate(arguments: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     settings = flags.mutation_settings(arguments)
     pod = _load_pod(arguments.pod, stdin)
     entries = _load_service_accounts(arguments.service_account, settings, stdin)
@@ -221,6 +219,8 @@ def run_mutate(
     elif arguments.output == "review":
         output = orjson.loads(encode_response(request, decision.patch, decision.warnings))
     else:
-        output = jsonpatch.apply_patch(request.pod, decision.patch) if decision.patch else request.pod
+        output = (
+            jsonpatch.apply_patch(request.pod, decision.patch) if decision.patch else request.pod
+        )
     stdout.write(orjson.dumps(output, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

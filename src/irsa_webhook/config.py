@@ -66,7 +66,10 @@ class MutationSettings:
             )
         for flag, path in (
             ("--token-mount-path", self.token_mount_path),
-            ("--container-credentials-token-mount-path", self.container_credentials_token_mount_path),
+            (
+                "--container-credentials-token-mount-path",
+                self.container_credentials_token_mount_path,
+            ),
         ):
             if not path.startswith("/"):
                 raise ConfigError(f"{flag} {path!r} must be an absolute path")
@@ -116,7 +119,9 @@ class ServerSettings:
     max_connections: int = 1000
     keep_alive_timeout: float = 75.0
     read_timeout: float = 10.0
-    shutdown_timeout: float = 25.0
+    shutdown_delay: float = 2.0
+    """After SIGTERM, keep serving (unready) this long so endpoints stop sending us requests."""
+    shutdown_timeout: float = 20.0
     """Upper bound on draining in-flight requests after SIGTERM."""
     watch_timeout: float = 300.0
     """Server-side timeout of one watch request; the watch resumes from the last version."""
@@ -132,10 +137,15 @@ class ServerSettings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format {self.log_format!r} must be text or json")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"--log-level {self.log_level!r} must be debug, info, warning or error")
+            raise ConfigError(
+                f"--log-level {self.log_level!r} must be debug, info, warning or error"
+            )
         if self.service_account_lookup_grace_period < 0:
             raise ConfigError("--service-account-lookup-grace-period must not be negative")
         if self.max_request_bytes < 1024:
             raise ConfigError("--max-request-bytes must be at least 1024")
-        if self.watch_container_credentials_config and not self.watch_container_credentials_config.startswith("/"):
+        if (
+            self.watch_container_credentials_config
+            and not self.watch_container_credentials_config.startswith("/")
+        ):
             raise ConfigError("--watch-container-credentials-config must be an absolute path")

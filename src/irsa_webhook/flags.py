@@ -44,20 +44,82 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 MUTATION_FLAGS = (
-    Flag("--annotation-prefix", "annotation_prefix", _str, "prefix of the ServiceAccount and pod annotations"),
+    Flag(
+        "--annotation-prefix",
+        "annotation_prefix",
+        _str,
+        "prefix of the ServiceAccount and pod annotations",
+    ),
     Flag("--token-audience", "token_audience", _str, "default audience of the projected token"),
     Flag("--token-mount-path", "token_mount_path", _str, "where the IRSA token is mounted"),
-    Flag("--token-expiration", "token_expiration", parse_int64, "default token lifetime in seconds (600..4294967295)"),
-    Flag("--aws-default-region", "aws_default_region", _str, "inject AWS_REGION and AWS_DEFAULT_REGION with this value"),
-    Flag("--sts-regional-endpoint", "sts_regional_endpoint", parse_bool, "inject AWS_STS_REGIONAL_ENDPOINTS=regional by default", is_bool=True),
-    Flag("--compose-role-arn", "compose_role_arn", parse_bool, "allow role-arn to be a bare role name", is_bool=True),
-    Flag("--aws-partition", "aws_partition", _str, "partition for --compose-role-arn (else instance metadata)"),
-    Flag("--aws-account-id", "aws_account_id", _str, "account for --compose-role-arn (else instance metadata)"),
-    Flag("--container-credentials-audience", "container_credentials_audience", _str, "EKS Pod Identity token audience"),
-    Flag("--container-credentials-token-mount-path", "container_credentials_token_mount_path", _str, "EKS Pod Identity token mount path"),
-    Flag("--container-credentials-token-volume-name", "container_credentials_token_volume_name", _str, "EKS Pod Identity volume name"),
-    Flag("--container-credentials-token-path", "container_credentials_token_path", _str, "EKS Pod Identity token file name"),
-    Flag("--container-credentials-full-uri", "container_credentials_full_uri", _str, "value of AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+    Flag(
+        "--token-expiration",
+        "token_expiration",
+        parse_int64,
+        "default token lifetime in seconds (600..4294967295)",
+    ),
+    Flag(
+        "--aws-default-region",
+        "aws_default_region",
+        _str,
+        "inject AWS_REGION and AWS_DEFAULT_REGION with this value",
+    ),
+    Flag(
+        "--sts-regional-endpoint",
+        "sts_regional_endpoint",
+        parse_bool,
+        "inject AWS_STS_REGIONAL_ENDPOINTS=regional by default",
+        is_bool=True,
+    ),
+    Flag(
+        "--compose-role-arn",
+        "compose_role_arn",
+        parse_bool,
+        "allow role-arn to be a bare role name",
+        is_bool=True,
+    ),
+    Flag(
+        "--aws-partition",
+        "aws_partition",
+        _str,
+        "partition for --compose-role-arn (else instance metadata)",
+    ),
+    Flag(
+        "--aws-account-id",
+        "aws_account_id",
+        _str,
+        "account for --compose-role-arn (else instance metadata)",
+    ),
+    Flag(
+        "--container-credentials-audience",
+        "container_credentials_audience",
+        _str,
+        "EKS Pod Identity token audience",
+    ),
+    Flag(
+        "--container-credentials-token-mount-path",
+        "container_credentials_token_mount_path",
+        _str,
+        "EKS Pod Identity token mount path",
+    ),
+    Flag(
+        "--container-credentials-token-volume-name",
+        "container_credentials_token_volume_name",
+        _str,
+        "EKS Pod Identity volume name",
+    ),
+    Flag(
+        "--container-credentials-token-path",
+        "container_credentials_token_path",
+        _str,
+        "EKS Pod Identity token file name",
+    ),
+    Flag(
+        "--container-credentials-full-uri",
+        "container_credentials_full_uri",
+        _str,
+        "value of AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ),
 )
 
 SERVER_FLAGS = (
@@ -69,21 +131,90 @@ SERVER_FLAGS = (
     Flag("--tls-cert", "tls_cert", _str, "serving certificate file, reloaded when it changes"),
     Flag("--tls-key", "tls_key", _str, "serving key file, reloaded when it changes"),
     Flag("--tls-min-version", "tls_min_version", _str, "1.2 or 1.3 (1.0 and 1.1 are refused)"),
-    Flag("--tls-cipher-suites", "tls_cipher_suites", _csv, "comma-separated IANA cipher suite names (TLS 1.2)"),
+    Flag(
+        "--tls-cipher-suites",
+        "tls_cipher_suites",
+        _csv,
+        "comma-separated IANA cipher suite names (TLS 1.2)",
+    ),
     Flag("--namespace", "namespace", _str, "namespace of the pod-identity-webhook ConfigMap"),
-    Flag("--watch-config-map", "watch_config_map", parse_bool, "also read roles from the pod-identity-webhook ConfigMap", is_bool=True),
-    Flag("--watch-container-credentials-config", "watch_container_credentials_config", _str, "EKS Pod Identity identities file to watch"),
-    Flag("--enable-debugging-handlers", "enable_debugging_handlers", parse_bool, "serve /debug/alpha/cache on the metrics port", is_bool=True),
-    Flag("--service-account-lookup-grace-period", "service_account_lookup_grace_period", parse_duration, "how long a cache miss may wait for a live GET (0 disables it)"),
-    Flag("--resync-period", "resync_period", parse_duration, "accepted for compatibility; the watch keeps the cache current"),
+    Flag(
+        "--watch-config-map",
+        "watch_config_map",
+        parse_bool,
+        "also read roles from the pod-identity-webhook ConfigMap",
+        is_bool=True,
+    ),
+    Flag(
+        "--watch-container-credentials-config",
+        "watch_container_credentials_config",
+        _str,
+        "EKS Pod Identity identities file to watch",
+    ),
+    Flag(
+        "--enable-debugging-handlers",
+        "enable_debugging_handlers",
+        parse_bool,
+        "serve /debug/alpha/cache on the metrics port",
+        is_bool=True,
+    ),
+    Flag(
+        "--service-account-lookup-grace-period",
+        "service_account_lookup_grace_period",
+        parse_duration,
+        "how long a cache miss may wait for a live GET (0 disables it)",
+    ),
+    Flag(
+        "--resync-period",
+        "resync_period",
+        parse_duration,
+        "accepted for compatibility; the watch keeps the cache current",
+    ),
     Flag("--log-format", "log_format", _str, "text or json"),
     Flag("--log-level", "log_level", _str, "debug, info, warning or error"),
-    Flag("--readiness-requires-sync", "readiness_requires_sync", parse_bool, "/readyz waits for the first full sync", is_bool=True),
-    Flag("--max-request-bytes", "max_request_bytes", parse_int64, "larger admission requests get HTTP 413"),
-    Flag("--max-connections", "max_connections", parse_int64, "concurrent connections before new ones are refused"),
-    Flag("--keep-alive-timeout", "keep_alive_timeout", parse_duration, "idle keep-alive connections are closed after this"),
-    Flag("--shutdown-timeout", "shutdown_timeout", parse_duration, "upper bound on draining requests after SIGTERM"),
-    Flag("--tls-reload-interval", "tls_reload_interval", parse_duration, "how often the cert files are checked"),
+    Flag(
+        "--readiness-requires-sync",
+        "readiness_requires_sync",
+        parse_bool,
+        "/readyz waits for the first full sync",
+        is_bool=True,
+    ),
+    Flag(
+        "--max-request-bytes",
+        "max_request_bytes",
+        parse_int64,
+        "larger admission requests get HTTP 413",
+    ),
+    Flag(
+        "--max-connections",
+        "max_connections",
+        parse_int64,
+        "concurrent connections before new ones are refused",
+    ),
+    Flag(
+        "--keep-alive-timeout",
+        "keep_alive_timeout",
+        parse_duration,
+        "idle keep-alive connections are closed after this",
+    ),
+    Flag(
+        "--shutdown-delay",
+        "shutdown_delay",
+        parse_duration,
+        "after SIGTERM, serve unready this long before closing",
+    ),
+    Flag(
+        "--shutdown-timeout",
+        "shutdown_timeout",
+        parse_duration,
+        "upper bound on draining requests after SIGTERM",
+    ),
+    Flag(
+        "--tls-reload-interval",
+        "tls_reload_interval",
+        parse_duration,
+        "how often the cert files are checked",
+    ),
 )
 
 # Reference flags of the deprecated CSR mode and of klog: accepted so that existing manifests
@@ -91,7 +222,13 @@ SERVER_FLAGS = (
 LEGACY_FLAGS = (
     Flag("--service-name", "legacy_service_name", _str, "ignored (CSR mode only)"),
     Flag("--tls-secret", "legacy_tls_secret", _str, "ignored (CSR mode only)"),
-    Flag("--logtostderr", "legacy_logtostderr", parse_bool, "ignored (logs go to stderr)", is_bool=True),
+    Flag(
+        "--logtostderr",
+        "legacy_logtostderr",
+        parse_bool,
+        "ignored (logs go to stderr)",
+        is_bool=True,
+    ),
     Flag("--v", "legacy_verbosity", _str, "ignored; use --log-level"),
 )
 
@@ -102,6 +239,7 @@ def _env_name(flag: Flag) -> str:
 
 def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...]) -> None:
     for flag in flags:
+
         def parse(value: str, flag: Flag = flag) -> Any:
             try:
                 return flag.parse(value)

@@ -78,9 +78,7 @@ def parse_service_account(
 
     role_arn = annotations.get(settings.annotation(ROLE_ARN), "")
     if role_arn and settings.compose_role_arn and "arn:" not in role_arn:
-        role_arn = (
-            f"arn:{settings.aws_partition}:iam::{settings.aws_account_id}:role/{role_arn}"
-        )
+        role_arn = f"arn:{settings.aws_partition}:iam::{settings.aws_account_id}:role/{role_arn}"
     if role_arn and not ROLE_ARN_PATTERN.fullmatch(role_arn):
         warnings.append(
             f"{prefix}/{ROLE_ARN} {_short(role_arn)} is not a role ARN "
@@ -150,9 +148,7 @@ def _normalise(name: str) -> str:
 _KNOWN_NAMES = {_normalise(name): name for name in _SERVICE_ACCOUNT_KEYS}
 
 
-def near_miss_annotations(
-    annotations: Mapping[str, str], settings: MutationSettings
-) -> list[str]:
+def near_miss_annotations(annotations: Mapping[str, str], settings: MutationSettings) -> list[str]:
     """Annotations that look like ours but are not, such as ``eks.amazon.com/role-arn``."""
     found: list[str] = []
     prefix = settings.annotation_prefix

@@ -50,7 +50,9 @@ class _ReferenceCounters(Collector):
             "Pods whose ServiceAccount was not found",
             "unknown",
         )
-        missing.add_sample("pod_identity_webhook_missing_sa_count", {}, self.missing_service_accounts)
+        missing.add_sample(
+            "pod_identity_webhook_missing_sa_count", {}, self.missing_service_accounts
+        )
         yield missing
 
 
@@ -88,32 +90,42 @@ class Metrics:
             registry=registry,
         )
         self.warnings = Counter(
-            "irsa_webhook_warnings", "Admission warnings returned, by reason", ["reason"],
+            "irsa_webhook_warnings",
+            "Admission warnings returned, by reason",
+            ["reason"],
             registry=registry,
         )
         self.cache_size = Gauge(
             "irsa_webhook_cache_size", "Objects held by each cache", ["source"], registry=registry
         )
         self.cache_synced = Gauge(
-            "irsa_webhook_cache_synced", "1 once the source has been fully read", ["source"],
+            "irsa_webhook_cache_synced",
+            "1 once the source has been fully read",
+            ["source"],
             registry=registry,
         )
         self.watch_restarts = Counter(
-            "irsa_webhook_watch_restarts", "Watch reconnections, by source and reason",
-            ["source", "reason"], registry=registry,
+            "irsa_webhook_watch_restarts",
+            "Watch reconnections, by source and reason",
+            ["source", "reason"],
+            registry=registry,
         )
         self.live_lookups = Counter(
             "irsa_webhook_service_account_live_lookups",
             "Live GETs of ServiceAccounts missing from the cache, by result",
-            ["result"], registry=registry,
+            ["result"],
+            registry=registry,
         )
         self.certificate_expiry = Gauge(
             "irsa_webhook_certificate_expiry_timestamp_seconds",
-            "notAfter of the serving certificate, as a Unix time", registry=registry,
+            "notAfter of the serving certificate, as a Unix time",
+            registry=registry,
         )
         self.certificate_reloads = Counter(
-            "irsa_webhook_certificate_reloads", "Serving certificate reloads, by result",
-            ["result"], registry=registry,
+            "irsa_webhook_certificate_reloads",
+            "Serving certificate reloads, by result",
+            ["result"],
+            registry=registry,
         )
 
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:

@@ -33,7 +33,7 @@ RandomInt = Callable[[int, int], int]
 """Uniform integer in [a, b] inclusive, like ``random.Random.randint``; injectable for tests."""
 
 JITTER_MIN = 79200
-"""Container-credentials tokens of exactly one day are spread over [22 h, 24 h], as the reference."""
+"""Container-credentials tokens of exactly one day are spread over [22 h, 24 h] (reference)."""
 
 _WEB_IDENTITY_VARS = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 _CONTAINER_CREDENTIALS_VARS = (
@@ -298,7 +298,9 @@ def _mutate_container(
     if not region_defined and credentials.region:
         additions.extend({"name": name, "value": credentials.region} for name in _REGION_VARS)
     if not credentials_defined:
-        additions.extend({"name": name, "value": value} for name, value in credentials.credential_env)
+        additions.extend(
+            {"name": name, "value": value} for name, value in credentials.credential_env
+        )
 
     mounts: list[Mapping[str, Any]] = container.get("volumeMounts") or []
     needs_mount = all(mount.get("name") != credentials.volume_name for mount in mounts)
@@ -310,7 +312,11 @@ def _mutate_container(
     if needs_mount:
         new_container["volumeMounts"] = [
             *mounts,
-            {"name": credentials.volume_name, "readOnly": True, "mountPath": credentials.mount_path},
+            {
+                "name": credentials.volume_name,
+                "readOnly": True,
+                "mountPath": credentials.mount_path,
+            },
         ]
     return new_container
 
@@ -318,5 +324,6 @@ def _mutate_container(
 def _is_ours(present: Mapping[Any, Mapping[str, Any]], credentials: Credentials) -> bool:
     """True when the credential variables are exactly what we inject (a reinvocation)."""
     return all(
-        (present.get(name) or {}).get("value") == value for name, value in credentials.credential_env
+        (present.get(name) or {}).get("value") == value
+        for name, value in credentials.credential_env
     )

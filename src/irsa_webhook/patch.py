@@ -56,8 +56,10 @@ def _diff_lists(old: list[Any], new: list[Any], path: str, operations: list[Oper
             _diff(old_item, new_item, f"{path}/{index}", operations)
         return
     grown = len(new) - len(old)
-    if grown > 0 and _same_items(old, new[:len(old)]):
-        operations.extend({"op": "add", "path": f"{path}/-", "value": item} for item in new[len(old):])
+    if grown > 0 and _same_items(old, new[: len(old)]):
+        operations.extend(
+            {"op": "add", "path": f"{path}/-", "value": item} for item in new[len(old) :]
+        )
         return
     if grown > 0 and _same_items(old, new[grown:]):
         operations.extend(

@@ -1,0 +1,229 @@
+"""The HTTP layer: ``/mutate``, ``/healthz`` and ``/readyz`` on the TLS port, ``/metrics`` (and
+the debug dump, when enabled) on the plain-HTTP metrics port.
+
+The hot path reads the raw body and answers with orjson bytes; no request models, no
+middleware, no work that does not depend on the request (SPEC, issue 5). Errors in the envelope
+are HTTP errors with a JSON body; the webhook never denies a pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from irsa_webhook.admission import EnvelopeError, decode_review, encode_response, error_body
+from irsa_webhook.config import MutationSettings
+from irsa_webhook.decision import Decision, Sources, decide, warning_reason
+from irsa_webhook.identity import (
+    ConfigMapMappings,
+    ContainerCredentialsConfig,
+    ServiceAccountEntry,
+)
+from irsa_webhook.metrics import Metrics
+from irsa_webhook.mutation import RandomInt
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+class ServiceAccountLookup(Protocol):
+    synced: bool
+
+    def get(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
+
+    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
+
+    def snapshot(self) -> dict[str, ServiceAccountEntry]: ...
+
+
+class ConfigMapProvider(Protocol):
+    synced: bool
+
+    @property
+    def current(self) -> ConfigMapMappings: ...
+
+
+class ContainerCredentialsProvider(Protocol):
+    synced: bool
+
+    @property
+    def current(self) -> ContainerCredentialsConfig: ...
+
+
+class CertificateState(Protocol):
+    loaded: bool
+
+
+@dataclass(slots=True)
+class WebhookState:
+    """What the handlers read: the identity sources, readiness inputs and settings."""
+
+    settings: MutationSettings
+    service_accounts: ServiceAccountLookup
+    config_map: ConfigMapProvider
+    container_credentials: ContainerCredentialsProvider
+    certificate: CertificateState
+    metrics: Metrics
+    max_request_bytes: int = 4 * 1024 * 1024
+    readiness_requires_sync: bool = True
+    enable_debugging_handlers: bool = False
+    random_int: RandomInt = field(default_factory=lambda: random.SystemRandom().randint)
+    draining: bool = False
+    """Set on SIGTERM: /readyz fails so endpoints drop us while in-flight requests finish."""
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if self.draining:
+            reasons.append("shutting down")
+        if not self.certificate.loaded:
+            reasons.append("no serving certificate loaded")
+        if self.readiness_requires_sync:
+            for name, source in (
+                ("serviceaccounts", self.service_accounts),
+                ("configmap", self.config_map),
+                ("container-credentials", self.container_credentials),
+            ):
+                if not source.synced:
+                    reasons.append(f"{name} not synced yet")
+        return reasons
+
+
+def _json(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(status, error_body(message))
+
+
+def create_webhook_app(state: WebhookState) -> FastAPI:
+    app = FastAPI(title="irsa-webhook", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.webhook = state
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        response = await _mutate(request, state)
+        elapsed = time.perf_counter() - started
+        state.metrics.observe_request("POST", "/mutate", response.status_code, elapsed)
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json(200, b'{"status":"ok"}')
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        reasons = state.not_ready_reasons()
+        if reasons:
+            return _json(503, orjson.dumps({"status": "not ready", "reasons": reasons}))
+        return _json(200, b'{"status":"ready"}')
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` (read no further than that)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _mutate(request: Request, state: WebhookState) -> Response:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != JSON:
+        return _error(415, f"Content-Type must be application/json, not {content_type[:60]!r}")
+    body = await _read_body(request, state.max_request_bytes)
+    if body is None:
+        return _error(413, f"request body is larger than {state.max_request_bytes} bytes")
+    started = time.perf_counter()
+    try:
+        review = decode_review(body)
+    except EnvelopeError as exc:
+        logger.warning("rejected admission request: %s", exc, extra={"status": exc.status})
+        return _error(exc.status, str(exc))
+    decision = Decision("not-a-pod-create")
+    if review.pod is not None:
+        entry = state.service_accounts.get(review.namespace, review.service_account)
+        if entry is None:
+            entry = await state.service_accounts.lookup(review.namespace, review.service_account)
+        sources = Sources(entry, state.config_map.current, state.container_credentials.current)
+        decision = decide(review, sources, state.settings, state.random_int)
+        _record(state, decision)
+        logger.info(
+            "admission decision",
+            extra={
+                "namespace": review.namespace,
+                "pod": review.pod_name,
+                "service_account": review.service_account,
+                "role_arn": decision.identity.role_arn if decision.identity else "",
+                "mode": decision.identity.mode.value if decision.identity else "",
+                "source": decision.identity.source if decision.identity else "",
+                "outcome": decision.outcome,
+                "mutated": ",".join(decision.mutated),
+                "skipped": ",".join(decision.skipped),
+                "warnings": len(decision.warnings),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+    body = encode_response(review, decision.patch, decision.warnings)
+    state.metrics.request_duration.labels(decision.outcome).observe(time.perf_counter() - started)
+    return _json(200, body)
+
+
+def _record(state: WebhookState, decision: Decision) -> None:
+    metrics = state.metrics
+    metrics.decisions.labels(decision.outcome).inc()
+    if decision.identity is not None:
+        metrics.count_pod(decision.identity.mode.value)
+    elif decision.outcome == "missing-service-account":
+        metrics.count_missing_service_account()
+    for warning in decision.warnings:
+        metrics.warnings.labels(warning_reason(warning)).inc()
+
+
+def create_metrics_app(
+    state: WebhookState, dump: Callable[[], dict[str, ServiceAccountEntry]] | None = None
+) -> FastAPI:
+    """The plain-HTTP app: never serves /mutate; the debug dump only when enabled."""
+    app = FastAPI(title="irsa-webhook metrics", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if state.enable_debugging_handlers:
+        snapshot = dump or state.service_accounts.snapshot
+
+        @app.get("/debug/alpha/cache")
+        async def cache_dump() -> Response:
+            entries = {
+                key: {
+                    "RoleARN": entry.role_arn,
+                    "Audience": entry.audience,
+                    "UseRegionalSTS": entry.regional_sts,
+                    "TokenExpiration": entry.token_expiration,
+                }
+                for key, entry in snapshot().items()
+            }
+            return _json(200, orjson.dumps(entries, option=orjson.OPT_INDENT_2))
+
+    return app

@@ -1,0 +1,168 @@
+"""Process wiring for ``irsa-webhook serve``: sources, TLS, two uvicorn servers, shutdown.
+
+One process, one event loop: the ServiceAccount cache lives here, so scaling is by replicas.
+On SIGTERM, /readyz turns unready first, the servers stop accepting after ``shutdown delay``,
+in-flight requests finish within ``--shutdown-timeout``, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable
+from typing import Any
+
+from irsa_webhook import logs
+from irsa_webhook.app import WebhookState, create_metrics_app, create_webhook_app
+from irsa_webhook.cache import ConfigMapSource, ServiceAccountCache
+from irsa_webhook.config import ConfigError, ServerSettings
+from irsa_webhook.filewatch import ContainerCredentialsSource
+from irsa_webhook.httpserver import HttpServer, uvicorn_config
+from irsa_webhook.identity import (
+    EMPTY_CONFIG_MAP,
+    EMPTY_CONTAINER_CREDENTIALS,
+    ConfigMapMappings,
+    ContainerCredentialsConfig,
+)
+from irsa_webhook.imds import partition_and_account
+from irsa_webhook.kubeapi import KubeApi
+from irsa_webhook.metrics import Metrics
+from irsa_webhook.tls import CertificateError, CertificateReloader, create_context
+
+logger = logging.getLogger(__name__)
+
+
+class _StaticConfigMap:
+    """The ConfigMap source when ``--watch-config-map`` is off."""
+
+    synced = True
+    current: ConfigMapMappings = EMPTY_CONFIG_MAP
+
+
+class _StaticContainerCredentials:
+    """The container-credentials source when no file is watched."""
+
+    synced = True
+    current: ContainerCredentialsConfig = EMPTY_CONTAINER_CREDENTIALS
+
+
+def serve(settings: ServerSettings) -> int:
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        settings = _with_composed_account(settings)
+        context = create_context(settings.tls_min_version, settings.tls_cipher_suites)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    return asyncio.run(_serve(settings, context))
+
+
+def _with_composed_account(settings: ServerSettings) -> ServerSettings:
+    mutation = settings.mutation
+    if not mutation.compose_role_arn or mutation.aws_partition:
+        return settings
+    partition, account = partition_and_account()
+    return dataclasses.replace(
+        settings,
+        mutation=dataclasses.replace(mutation, aws_partition=partition, aws_account_id=account),
+    )
+
+
+async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
+    metrics = Metrics()
+    metrics.used.set(1)
+    reloader = CertificateReloader(
+        context, settings.tls_cert, settings.tls_key, metrics, settings.tls_reload_interval
+    )
+    try:
+        reloader.load()
+    except CertificateError as exc:
+        logger.error("not ready until the certificate loads: %s", exc)
+
+    api = KubeApi.from_config(settings.kubeconfig, settings.kube_api)
+    service_accounts = ServiceAccountCache(
+        api,
+        settings.mutation,
+        grace_period=settings.service_account_lookup_grace_period,
+        watch_timeout=settings.watch_timeout,
+        inactivity_timeout=settings.watch_inactivity_timeout,
+        metrics=metrics,
+    )
+    config_map: Any = _StaticConfigMap()
+    container_credentials: Any = _StaticContainerCredentials()
+    tasks: list[Awaitable[None]] = [service_accounts.run(), reloader.run()]
+    if settings.watch_config_map:
+        config_map = ConfigMapSource(
+            api,
+            settings.namespace,
+            settings.mutation,
+            watch_timeout=settings.watch_timeout,
+            inactivity_timeout=settings.watch_inactivity_timeout,
+            metrics=metrics,
+        )
+        tasks.append(config_map.run())
+    if settings.watch_container_credentials_config:
+        container_credentials = ContainerCredentialsSource(
+            settings.watch_container_credentials_config
+        )
+        tasks.append(container_credentials.run())
+
+    state = WebhookState(
+        settings=settings.mutation,
+        service_accounts=service_accounts,
+        config_map=config_map,
+        container_credentials=container_credentials,
+        certificate=reloader,
+        metrics=metrics,
+        max_request_bytes=settings.max_request_bytes,
+        readiness_requires_sync=settings.readiness_requires_sync,
+        enable_debugging_handlers=settings.enable_debugging_handlers,
+    )
+    webhook = HttpServer(
+        uvicorn_config(create_webhook_app(state), settings, settings.port, context)
+    )
+    metrics_server = HttpServer(
+        uvicorn_config(create_metrics_app(state), settings, settings.metrics_port, None)
+    )
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    background = [asyncio.create_task(_logged(task)) for task in tasks]
+    servers = [asyncio.create_task(webhook.serve()), asyncio.create_task(metrics_server.serve())]
+    logger.info(
+        "serving",
+        extra={"port": settings.port, "metrics_port": settings.metrics_port},
+    )
+    stop_wait = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([stop_wait, *servers], return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    if stop_wait not in done:
+        logger.error("a server stopped unexpectedly; shutting down")
+        exit_code = 1
+    state.draining = True
+    logger.info("shutting down: unready now, draining in-flight requests")
+    await asyncio.sleep(settings.shutdown_delay)
+    webhook.should_exit = True
+    metrics_server.should_exit = True
+    await asyncio.gather(*servers, return_exceptions=True)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await api.aclose()
+    logger.info("stopped")
+    return exit_code
+
+
+async def _logged(awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("background task failed")
