@@ -1,0 +1,82 @@
+"""Real servers on loopback for tests: the webhook's own uvicorn wiring, run in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trustme
+
+from irsa_webhook.config import ServerSettings
+from irsa_webhook.httpserver import HttpServer, uvicorn_config
+
+
+@dataclass
+class RunningServer:
+    server: HttpServer
+    port: int
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.server.config.ssl else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def run_server(
+    app: Any, context: ssl.SSLContext | None = None, settings: ServerSettings | None = None
+) -> Iterator[RunningServer]:
+    """Serve ``app`` with the production uvicorn configuration on a free loopback port."""
+    settings = settings or ServerSettings(bind_address="127.0.0.1", port=0, metrics_port=0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = HttpServer(uvicorn_config(app, settings, port, context))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the loopback server did not start")
+        time.sleep(0.01)
+    try:
+        yield RunningServer(server, port, thread)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class Pki:
+    """A test CA and a serving certificate for 127.0.0.1, written to files."""
+
+    ca: trustme.CA
+    directory: Any
+    cert_path: str = field(init=False)
+    key_path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cert_path = str(self.directory / "tls.crt")
+        self.key_path = str(self.directory / "tls.key")
+
+    def issue(self, *names: str) -> trustme.LeafCert:
+        return self.ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
+
+    def write(self, leaf: trustme.LeafCert) -> None:
+        leaf.cert_chain_pems[0].write_to_path(self.cert_path)
+        leaf.private_key_pem.write_to_path(self.key_path)
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context

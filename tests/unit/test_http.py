@@ -1,0 +1,305 @@
+"""The HTTP layer on a real uvicorn over TLS on loopback, with in-memory identity sources."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonpatch
+import orjson
+import pytest
+import trustme
+
+from irsa_webhook.app import WebhookState, create_metrics_app, create_webhook_app
+from irsa_webhook.config import MutationSettings
+from irsa_webhook.identity import (
+    EMPTY_CONFIG_MAP,
+    EMPTY_CONTAINER_CREDENTIALS,
+    ConfigMapMappings,
+    ContainerCredentialsConfig,
+    ServiceAccountEntry,
+    parse_service_account,
+)
+from irsa_webhook.metrics import Metrics
+from irsa_webhook.tls import CertificateReloader, create_context
+from loopback import Pki, RunningServer, run_server
+
+ROLE = "arn:aws:iam::111122223333:role/s3-reader"
+
+
+@dataclass
+class MemoryServiceAccounts:
+    """ServiceAccounts held in a dict: the HTTP layer's view of the cache, without the API."""
+
+    entries: dict[tuple[str, str], ServiceAccountEntry] = field(default_factory=dict)
+    synced: bool = True
+    lookups: int = 0
+
+    def get(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        return self.entries.get((namespace, name))
+
+    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        self.lookups += 1
+        return self.entries.get((namespace, name))
+
+    def snapshot(self) -> dict[str, ServiceAccountEntry]:
+        return {f"{ns}/{name}": entry for (ns, name), entry in self.entries.items()}
+
+
+@dataclass
+class StaticConfigMap:
+    synced: bool = True
+    current: ConfigMapMappings = EMPTY_CONFIG_MAP
+
+
+@dataclass
+class StaticContainerCredentials:
+    synced: bool = True
+    current: ContainerCredentialsConfig = EMPTY_CONTAINER_CREDENTIALS
+
+
+@dataclass
+class Harness:
+    state: WebhookState
+    accounts: MemoryServiceAccounts
+    webhook: RunningServer
+    metrics: RunningServer
+    client: httpx.Client
+    pki: Pki
+
+
+def make_state(pki: Pki, **overrides: Any) -> tuple[WebhookState, MemoryServiceAccounts]:
+    settings = MutationSettings()
+    accounts = MemoryServiceAccounts()
+    accounts.entries[("team-a", "s3")] = parse_service_account(
+        {"eks.amazonaws.com/role-arn": ROLE}, settings
+    )
+    accounts.entries[("team-a", "plain")] = parse_service_account({}, settings)
+    context = create_context("1.2", ())
+    reloader = CertificateReloader(context, pki.cert_path, pki.key_path)
+    reloader.load()
+    state = WebhookState(
+        settings=settings,
+        service_accounts=accounts,
+        config_map=StaticConfigMap(),
+        container_credentials=StaticContainerCredentials(),
+        certificate=reloader,
+        metrics=Metrics(),
+        **overrides,
+    )
+    return state, accounts
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    pki = Pki(trustme.CA(), tmp_path)
+    pki.write(pki.issue())
+    return pki
+
+
+@pytest.fixture
+def harness(pki: Pki) -> Iterator[Harness]:
+    state, accounts = make_state(pki, max_request_bytes=64 * 1024)
+    context = state.certificate.context  # type: ignore[attr-defined]
+    with (
+        run_server(create_webhook_app(state), context) as webhook,
+        run_server(create_metrics_app(state)) as metrics,
+        httpx.Client(verify=pki.client_context(), timeout=5) as client,
+    ):
+        yield Harness(state, accounts, webhook, metrics, client, pki)
+
+
+def review(
+    service_account: str = "s3", api_version: str = "admission.k8s.io/v1", **request: Any
+) -> dict[str, Any]:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "team-a"},
+        "spec": {
+            "serviceAccountName": service_account,
+            "containers": [{"name": "app", "image": "busybox", "unknownField": {"kept": True}}],
+        },
+    }
+    body: dict[str, Any] = {
+        "uid": "2b1f9c3e-0000-4000-8000-000000000001",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "operation": "CREATE",
+        "namespace": "team-a",
+        "object": pod,
+    }
+    body.update(request)
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": body}
+
+
+def post(harness: Harness, body: bytes, content_type: str = "application/json") -> httpx.Response:
+    return harness.client.post(
+        f"{harness.webhook.url}/mutate?timeout=10s",
+        content=body,
+        headers={"Content-Type": content_type},
+    )
+
+
+def test_an_annotated_pod_gets_a_patch_that_injects_the_role(harness: Harness) -> None:
+    sent = review()
+    response = post(harness, orjson.dumps(sent))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    answer = response.json()
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    assert answer["kind"] == "AdmissionReview"
+    assert answer["response"]["uid"] == sent["request"]["uid"]
+    assert answer["response"]["allowed"] is True
+    assert answer["response"]["patchType"] == "JSONPatch"
+    patch = orjson.loads(base64.b64decode(answer["response"]["patch"]))
+    pod = jsonpatch.apply_patch(sent["request"]["object"], patch)
+    container = pod["spec"]["containers"][0]
+    assert {"name": "AWS_ROLE_ARN", "value": ROLE} in container["env"]
+    assert container["unknownField"] == {"kept": True}
+    assert pod["spec"]["volumes"][0]["name"] == "aws-iam-token"
+
+
+def test_a_v1beta1_review_is_answered_as_v1beta1(harness: Harness) -> None:
+    response = post(harness, orjson.dumps(review(api_version="admission.k8s.io/v1beta1")))
+    assert response.json()["apiVersion"] == "admission.k8s.io/v1beta1"
+
+
+def test_content_type_parameters_are_accepted(harness: Harness) -> None:
+    response = post(harness, orjson.dumps(review()), "application/json; charset=utf-8")
+    assert response.status_code == 200
+
+
+def test_another_content_type_gets_415_with_a_json_error(harness: Harness) -> None:
+    response = post(harness, orjson.dumps(review()), "application/xml")
+    assert response.status_code == 415
+    assert response.headers["content-type"] == "application/json"
+    assert "application/json" in response.json()["error"]
+
+
+def test_a_body_over_the_limit_gets_413(harness: Harness) -> None:
+    big = review()
+    big["request"]["object"]["metadata"]["annotations"] = {"filler": "x" * (80 * 1024)}
+    response = post(harness, orjson.dumps(big))
+    assert response.status_code == 413
+    assert "larger than" in response.json()["error"]
+
+
+def test_a_chunked_body_over_the_limit_gets_413(harness: Harness) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b" " * 1024
+
+    response = harness.client.post(
+        f"{harness.webhook.url}/mutate",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "empty body"),
+        (b'{"request": ', "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+        (b"[]", "expected a JSON object"),
+        (b"{}", "has no request"),
+        (b'{"request": {"uid": "u", "object": "pod"}}', "must be a Pod object"),
+        (b'{"apiVersion": "v1", "request": {}}', "is not supported"),
+    ],
+)
+def test_a_body_that_is_not_an_admission_review_gets_400(
+    harness: Harness, body: bytes, message: str
+) -> None:
+    response = post(harness, body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_an_update_is_allowed_without_a_patch(harness: Harness) -> None:
+    response = post(harness, orjson.dumps(review(operation="UPDATE")))
+    assert response.status_code == 200
+    assert response.json()["response"] == {
+        "uid": "2b1f9c3e-0000-4000-8000-000000000001",
+        "allowed": True,
+    }
+
+
+def test_a_missing_service_account_is_allowed_unchanged_and_counted(harness: Harness) -> None:
+    response = post(harness, orjson.dumps(review(service_account="ghost")))
+    assert "patch" not in response.json()["response"]
+    assert harness.accounts.lookups == 1
+    metrics = harness.client.get(f"{harness.metrics.url}/metrics").text
+    assert "pod_identity_webhook_missing_sa_count 1.0" in metrics
+
+
+def test_metrics_use_the_reference_names(harness: Harness) -> None:
+    post(harness, orjson.dumps(review()))
+    metrics = harness.client.get(f"{harness.metrics.url}/metrics").text
+    assert 'http_request_count{code="200",path="/mutate",verb="POST"} 1.0' in metrics
+    assert 'pod_identity_webhook_pod_count{method="sts_web_identity"} 1.0' in metrics
+    assert "http_request_latencies_bucket" in metrics
+    assert 'irsa_webhook_admission_decisions_total{outcome="mutated"} 1.0' in metrics
+
+
+def test_the_metrics_port_does_not_serve_mutate_or_debug_by_default(harness: Harness) -> None:
+    assert post_to(harness.client, f"{harness.metrics.url}/mutate").status_code == 404
+    assert harness.client.get(f"{harness.metrics.url}/debug/alpha/cache").status_code == 404
+
+
+def post_to(client: httpx.Client, url: str) -> httpx.Response:
+    return client.post(
+        url, content=orjson.dumps(review()), headers={"Content-Type": "application/json"}
+    )
+
+
+def test_the_debug_cache_dump_is_served_only_when_enabled(pki: Pki) -> None:
+    state, _ = make_state(pki, enable_debugging_handlers=True)
+    with run_server(create_metrics_app(state)) as metrics:
+        dump = httpx.get(f"{metrics.url}/debug/alpha/cache").json()
+    assert dump["team-a/s3"]["RoleARN"] == ROLE
+
+
+def test_readyz_reports_why_it_is_not_ready(harness: Harness) -> None:
+    assert harness.client.get(f"{harness.webhook.url}/readyz").status_code == 200
+    harness.accounts.synced = False
+    response = harness.client.get(f"{harness.webhook.url}/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == ["serviceaccounts not synced yet"]
+    harness.accounts.synced = True
+    harness.state.draining = True
+    assert harness.client.get(f"{harness.webhook.url}/readyz").json()["reasons"] == [
+        "shutting down"
+    ]
+    assert harness.client.get(f"{harness.webhook.url}/healthz").status_code == 200
+
+
+def test_mutate_only_answers_post(harness: Harness) -> None:
+    assert harness.client.get(f"{harness.webhook.url}/mutate").status_code == 405
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_below_1_2_is_refused(harness: Harness) -> None:
+    server_context = harness.webhook.server.config.ssl
+    assert server_context is not None
+    assert server_context.minimum_version == ssl.TLSVersion.TLSv1_2
+    context = harness.pki.client_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with contextlib.suppress(ssl.SSLError):
+        context.set_ciphers("ALL:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, httpx.ConnectError)):
+        httpx.get(f"{harness.webhook.url}/healthz", verify=context)
+
+
+def test_tls_1_2_is_accepted(harness: Harness) -> None:
+    context = harness.pki.client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert httpx.get(f"{harness.webhook.url}/healthz", verify=context).status_code == 200
