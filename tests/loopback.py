@@ -14,8 +14,21 @@ from typing import Any
 
 import trustme
 
-from irsa_webhook.config import ServerSettings
+from irsa_webhook.app import WebhookState
+from irsa_webhook.config import MutationSettings, ServerSettings
 from irsa_webhook.httpserver import HttpServer, uvicorn_config
+from irsa_webhook.identity import (
+    EMPTY_CONFIG_MAP,
+    EMPTY_CONTAINER_CREDENTIALS,
+    ConfigMapMappings,
+    ContainerCredentialsConfig,
+    ServiceAccountEntry,
+    parse_service_account,
+)
+from irsa_webhook.metrics import Metrics
+from irsa_webhook.tls import CertificateReloader, create_context
+
+ROLE = "arn:aws:iam::111122223333:role/s3-reader"
 
 
 @dataclass
@@ -80,3 +93,56 @@ class Pki:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
+
+
+@dataclass
+class MemoryServiceAccounts:
+    """ServiceAccounts held in a dict: the HTTP layer's view of the cache, without the API."""
+
+    entries: dict[tuple[str, str], ServiceAccountEntry] = field(default_factory=dict)
+    synced: bool = True
+    lookups: int = 0
+
+    def get(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        return self.entries.get((namespace, name))
+
+    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        self.lookups += 1
+        return self.entries.get((namespace, name))
+
+    def snapshot(self) -> dict[str, ServiceAccountEntry]:
+        return {f"{ns}/{name}": entry for (ns, name), entry in self.entries.items()}
+
+
+@dataclass
+class StaticConfigMap:
+    synced: bool = True
+    current: ConfigMapMappings = EMPTY_CONFIG_MAP
+
+
+@dataclass
+class StaticContainerCredentials:
+    synced: bool = True
+    current: ContainerCredentialsConfig = EMPTY_CONTAINER_CREDENTIALS
+
+
+def make_state(pki: Pki, **overrides: Any) -> tuple[WebhookState, MemoryServiceAccounts]:
+    settings = MutationSettings()
+    accounts = MemoryServiceAccounts()
+    accounts.entries[("team-a", "s3")] = parse_service_account(
+        {"eks.amazonaws.com/role-arn": ROLE}, settings
+    )
+    accounts.entries[("team-a", "plain")] = parse_service_account({}, settings)
+    context = create_context("1.2", ())
+    reloader = CertificateReloader(context, pki.cert_path, pki.key_path)
+    reloader.load()
+    state = WebhookState(
+        settings=settings,
+        service_accounts=accounts,
+        config_map=StaticConfigMap(),
+        container_credentials=StaticContainerCredentials(),
+        certificate=reloader,
+        metrics=Metrics(),
+        **overrides,
+    )
+    return state, accounts

@@ -6,7 +6,7 @@ import base64
 import contextlib
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +17,7 @@ import pytest
 import trustme
 
 from irsa_webhook.app import WebhookState, create_metrics_app, create_webhook_app
-from irsa_webhook.config import MutationSettings
-from irsa_webhook.identity import (
-    EMPTY_CONFIG_MAP,
-    EMPTY_CONTAINER_CREDENTIALS,
-    ConfigMapMappings,
-    ContainerCredentialsConfig,
-    ServiceAccountEntry,
-    parse_service_account,
-)
-from irsa_webhook.metrics import Metrics
-from irsa_webhook.tls import CertificateReloader, create_context
-from loopback import Pki, RunningServer, run_server
-
-ROLE = "arn:aws:iam::111122223333:role/s3-reader"
-
-
-@dataclass
-class MemoryServiceAccounts:
-    """ServiceAccounts held in a dict: the HTTP layer's view of the cache, without the API."""
-
-    entries: dict[tuple[str, str], ServiceAccountEntry] = field(default_factory=dict)
-    synced: bool = True
-    lookups: int = 0
-
-    def get(self, namespace: str, name: str) -> ServiceAccountEntry | None:
-        return self.entries.get((namespace, name))
-
-    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None:
-        self.lookups += 1
-        return self.entries.get((namespace, name))
-
-    def snapshot(self) -> dict[str, ServiceAccountEntry]:
-        return {f"{ns}/{name}": entry for (ns, name), entry in self.entries.items()}
-
-
-@dataclass
-class StaticConfigMap:
-    synced: bool = True
-    current: ConfigMapMappings = EMPTY_CONFIG_MAP
-
-
-@dataclass
-class StaticContainerCredentials:
-    synced: bool = True
-    current: ContainerCredentialsConfig = EMPTY_CONTAINER_CREDENTIALS
+from loopback import ROLE, MemoryServiceAccounts, Pki, RunningServer, make_state, run_server
 
 
 @dataclass
@@ -72,28 +28,6 @@ class Harness:
     metrics: RunningServer
     client: httpx.Client
     pki: Pki
-
-
-def make_state(pki: Pki, **overrides: Any) -> tuple[WebhookState, MemoryServiceAccounts]:
-    settings = MutationSettings()
-    accounts = MemoryServiceAccounts()
-    accounts.entries[("team-a", "s3")] = parse_service_account(
-        {"eks.amazonaws.com/role-arn": ROLE}, settings
-    )
-    accounts.entries[("team-a", "plain")] = parse_service_account({}, settings)
-    context = create_context("1.2", ())
-    reloader = CertificateReloader(context, pki.cert_path, pki.key_path)
-    reloader.load()
-    state = WebhookState(
-        settings=settings,
-        service_accounts=accounts,
-        config_map=StaticConfigMap(),
-        container_credentials=StaticContainerCredentials(),
-        certificate=reloader,
-        metrics=Metrics(),
-        **overrides,
-    )
-    return state, accounts
 
 
 @pytest.fixture

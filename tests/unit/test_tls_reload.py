@@ -17,8 +17,7 @@ from irsa_webhook.app import create_webhook_app
 from irsa_webhook.config import ConfigError
 from irsa_webhook.metrics import Metrics
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context, openssl_ciphers
-from loopback import Pki, run_server
-from test_http import make_state
+from loopback import Pki, make_state, run_server
 
 
 def served_serial(port: int, pki: Pki) -> int:
