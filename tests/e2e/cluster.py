@@ -1,0 +1,317 @@
+"""End-to-end helpers: the real kube-apiserver (hack/control-plane.sh), real kubectl, and the
+webhook run by ``irsa-webhook serve`` with exactly the chart's RBAC, registered through a
+MutatingWebhookConfiguration that points at it by URL."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import trustme
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+E2E_LABEL = "irsa-webhook-e2e"
+WEBHOOK_NAMESPACE = "irsa-system"
+WEBHOOK_SERVICE_ACCOUNT = "irsa-webhook"
+
+
+@dataclass
+class ControlPlane:
+    directory: Path
+    env: dict[str, str]
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.env["KUBECONFIG"]
+
+    @property
+    def url(self) -> str:
+        return self.env["APISERVER_URL"]
+
+    @property
+    def ca_cert(self) -> str:
+        return self.env["CA_CERT"]
+
+    def kubectl(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        kubeconfig: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        command = [self.env["KUBECTL"], "--kubeconfig", kubeconfig or self.kubeconfig, *args]
+        result = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, timeout=60, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{shlex.join(command[3:])} failed ({result.returncode}): {result.stderr}"
+            )
+        return result
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+
+    def get(self, *args: str) -> Any:
+        return orjson.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            verify=self.ca_cert,
+            headers={"Authorization": f"Bearer {self.env['ADMIN_TOKEN']}"},
+            timeout=30,
+        )
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key:
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def chart_rbac(namespace: str) -> list[dict[str, Any]]:
+    """The chart's own ServiceAccount and RBAC, rendered by the real helm."""
+    helm = os.environ.get("HELM") or str(
+        Path(os.environ.get("IRSA_CACHE_DIR", Path.home() / ".cache/irsa-webhook")) / "tools/helm"
+    )
+    rendered = subprocess.run(
+        [
+            helm,
+            "template",
+            "irsa-webhook",
+            str(REPO / "charts" / "irsa-webhook"),
+            "--namespace",
+            namespace,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc.get("kind") in kinds]
+
+
+def token_kubeconfig(plane: ControlPlane, path: Path, namespace: str, account: str) -> Path:
+    """A kubeconfig holding a TokenRequest token for ``account``: exactly its RBAC."""
+    token = plane.kubectl(
+        "create", "token", account, "-n", namespace, "--duration", "2h"
+    ).stdout.strip()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "e2e",
+                        "cluster": {"server": plane.url, "certificate-authority": plane.ca_cert},
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": account}}],
+                "current-context": "e2e",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Webhook:
+    plane: ControlPlane
+    url: str
+    metrics_url: str
+    ca: trustme.CA
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    directory: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ca_bundle(self) -> str:
+        return base64.b64encode(self.ca.cert_pem.bytes()).decode()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.metrics_url}/metrics", timeout=10).text
+
+
+def start_webhook(plane: ControlPlane, directory: Path, kubeconfig: Path, *args: str) -> Webhook:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    port, metrics_port = free_port(), free_port()
+    log_path = directory / "webhook.log"
+    command = [
+        str(Path(sys.executable).parent / "irsa-webhook"),
+        "serve",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--bind-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--log-format",
+        "json",
+        "--service-account-lookup-grace-period",
+        "3s",
+        "--shutdown-delay",
+        "0s",
+        *args,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    webhook = Webhook(
+        plane,
+        f"https://127.0.0.1:{port}",
+        f"http://127.0.0.1:{metrics_port}",
+        ca,
+        process,
+        log_path,
+        directory,
+    )
+    context = httpx.create_ssl_context(verify=False)
+    ca.configure_trust(context)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"irsa-webhook serve exited:\n{webhook.logs()[-3000:]}")
+        try:
+            if httpx.get(f"{webhook.url}/readyz", verify=context, timeout=2).status_code == 200:
+                return webhook
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.terminate()
+            raise AssertionError(f"webhook never became ready:\n{webhook.logs()[-3000:]}")
+        time.sleep(0.2)
+
+
+def webhook_configuration(
+    name: str, url: str, ca_bundle: str, reinvocation: str = "IfNeeded"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"{name}.e2e.irsa-webhook.dev",
+                "clientConfig": {"url": f"{url}/mutate", "caBundle": ca_bundle},
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "admissionReviewVersions": ["v1", "v1beta1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 10,
+                "reinvocationPolicy": reinvocation,
+                "namespaceSelector": {"matchLabels": {E2E_LABEL: "enabled"}},
+                "objectSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "eks.amazonaws.com/skip-pod-identity-webhook",
+                            "operator": "DoesNotExist",
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+
+
+def make_namespace(plane: ControlPlane, prefix: str = "e2e") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    plane.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {E2E_LABEL: "enabled"}},
+        }
+    )
+    return name
+
+
+def service_account(
+    namespace: str, name: str, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+    }
+
+
+def pod(namespace: str, name: str, account: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "serviceAccountName": account,
+        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}],
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def wait_until_mutating(plane: ControlPlane, namespace: str, account: str) -> None:
+    """Webhook configurations reach the API server asynchronously: probe with dry-run."""
+    probe = pod(namespace, "probe", account)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        result = plane.kubectl(
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            stdin=orjson.dumps(probe).decode(),
+            check=False,
+        )
+        if result.returncode == 0 and "AWS_ROLE_ARN" in result.stdout:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the webhook configuration never took effect")

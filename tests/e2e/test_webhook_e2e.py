@@ -1,0 +1,260 @@
+"""The webhook called by the real kube-apiserver: pods created with kubectl, stored pods read
+back and checked field by field."""
+
+from __future__ import annotations
+
+import base64
+import re
+import ssl
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+import trustme
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cluster import (
+    ControlPlane,
+    Webhook,
+    make_namespace,
+    pod,
+    service_account,
+    webhook_configuration,
+)
+from loopback import Pki, run_server
+
+ROLE = "arn:aws:iam::111122223333:role/e2e-reader"
+TOKEN_FILE = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+
+
+def create(plane: ControlPlane, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Create with kubectl; return the stored object and kubectl's stderr (its warnings)."""
+    result = plane.kubectl("create", "-o", "json", "-f", "-", stdin=orjson.dumps(body).decode())
+    return orjson.loads(result.stdout), result.stderr
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item.get("value", "") for item in container.get("env") or []}
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, webhook: Webhook) -> str:
+    return make_namespace(control_plane)
+
+
+def test_a_pod_of_an_annotated_service_account_is_stored_with_credentials(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.apply(
+        service_account(
+            namespace,
+            "s3",
+            {"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/token-expiration": "3600"},
+        )
+    )
+    stored, _ = create(control_plane, pod(namespace, "app", "s3"))
+    spec = stored["spec"]
+    container = spec["containers"][0]
+    assert env_of(container) == {"AWS_ROLE_ARN": ROLE, "AWS_WEB_IDENTITY_TOKEN_FILE": TOKEN_FILE}
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    assert mounts["aws-iam-token"] == {
+        "name": "aws-iam-token",
+        "readOnly": True,
+        "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+    }
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert volumes["aws-iam-token"]["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "audience": "sts.amazonaws.com",
+                "expirationSeconds": 3600,
+                "path": "token",
+            }
+        }
+    ]
+    # The API server's own token volume and its mount are untouched.
+    api_access = [name for name in volumes if name.startswith("kube-api-access-")]
+    assert len(api_access) == 1
+    assert api_access[0] in mounts
+    assert (
+        volumes[api_access[0]]["projected"]["sources"][0]["serviceAccountToken"]["path"] == "token"
+    )
+
+
+def test_a_service_account_created_just_before_its_pod_still_gets_it_mutated(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    for index in range(5):
+        name = f"fresh-{index}"
+        control_plane.apply(service_account(namespace, name, {"eks.amazonaws.com/role-arn": ROLE}))
+        stored, _ = create(control_plane, pod(namespace, f"pod-{index}", name))
+        assert env_of(stored["spec"]["containers"][0])["AWS_ROLE_ARN"] == ROLE
+
+
+def test_unannotated_service_accounts_and_the_skip_label_leave_pods_untouched(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.apply(service_account(namespace, "plain"))
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    stored, _ = create(control_plane, pod(namespace, "plain", "plain"))
+    assert "env" not in stored["spec"]["containers"][0]
+    assert not any(v["name"] == "aws-iam-token" for v in stored["spec"]["volumes"])
+
+    skipped = pod(namespace, "skipped", "s3")
+    skipped["metadata"]["labels"] = {"eks.amazonaws.com/skip-pod-identity-webhook": "true"}
+    stored, _ = create(control_plane, skipped)
+    assert "env" not in stored["spec"]["containers"][0]
+
+
+def test_a_native_sidecar_keeps_its_fields_and_gets_credentials(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    sidecar = {
+        "name": "proxy",
+        "image": "registry.k8s.io/pause:3.10",
+        "restartPolicy": "Always",
+        "startupProbe": {"exec": {"command": ["true"]}, "periodSeconds": 3},
+    }
+    stored, _ = create(control_plane, pod(namespace, "sidecar", "s3", initContainers=[sidecar]))
+    init = stored["spec"]["initContainers"][0]
+    assert init["restartPolicy"] == "Always"
+    assert init["startupProbe"]["exec"] == {"command": ["true"]}
+    assert env_of(init)["AWS_ROLE_ARN"] == ROLE
+
+
+def test_warnings_reach_the_kubectl_user(control_plane: ControlPlane, namespace: str) -> None:
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    body = pod(namespace, "warned", "s3")
+    body["metadata"]["annotations"] = {"eks.amazonaws.com/skip-containers": "sidecar"}
+    _, stderr = create(control_plane, body)
+    assert "Warning: pod eks.amazonaws.com/skip-containers names 'sidecar'" in stderr
+
+
+@pytest.fixture
+def container_adder(control_plane: ControlPlane, webhook: Webhook, tmp_path: Any) -> Iterator[None]:
+    """A second webhook, called after ours, that adds a container (as Vault or Istio do)."""
+
+    async def add_container(request: Request) -> Response:
+        review = orjson.loads(await request.body())
+        patch = [
+            {
+                "op": "add",
+                "path": "/spec/containers/-",
+                "value": {"name": "added", "image": "registry.k8s.io/pause:3.10"},
+            }
+        ]
+        containers = review["request"]["object"]["spec"]["containers"]
+        response: dict[str, Any] = {"uid": review["request"]["uid"], "allowed": True}
+        if not any(c["name"] == "added" for c in containers):
+            response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+            response["patchType"] = "JSONPatch"
+        return Response(
+            orjson.dumps({**{k: review[k] for k in ("apiVersion", "kind")}, "response": response}),
+            media_type="application/json",
+        )
+
+    pki = Pki(trustme.CA(), tmp_path)
+    pki.write(pki.issue())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.cert_path, pki.key_path)
+    app = Starlette(routes=[Route("/mutate", add_container, methods=["POST"])])
+    with run_server(app, context) as server:
+        bundle = base64.b64encode(pki.ca.cert_pem.bytes()).decode()
+        control_plane.apply(webhook_configuration("zz-adder", server.url, bundle, "Never"))
+        try:
+            yield
+        finally:
+            control_plane.kubectl("delete", "mutatingwebhookconfiguration", "zz-adder")
+
+
+def test_a_container_added_by_a_later_webhook_gets_credentials_on_reinvocation(
+    control_plane: ControlPlane, namespace: str, container_adder: None
+) -> None:
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    deadline = time.monotonic() + 60
+    while True:
+        stored, _ = create(
+            control_plane, pod(namespace, f"re-{int(time.monotonic() * 1000)}", "s3")
+        )
+        names = [c["name"] for c in stored["spec"]["containers"]]
+        if "added" in names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    containers = {c["name"]: c for c in stored["spec"]["containers"]}
+    assert set(containers) == {"app", "added"}
+    assert env_of(containers["added"])["AWS_ROLE_ARN"] == ROLE
+    assert env_of(containers["app"])["AWS_ROLE_ARN"] == ROLE
+    assert [v["name"] for v in stored["spec"]["volumes"]].count("aws-iam-token") == 1
+
+
+def test_the_token_the_pod_would_get_verifies_against_the_issuer(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.apply(
+        service_account(
+            namespace,
+            "s3",
+            {"eks.amazonaws.com/role-arn": ROLE, "eks.amazonaws.com/audience": "e2e-aud"},
+        )
+    )
+    stored, _ = create(control_plane, pod(namespace, "token", "s3"))
+    volume = next(v for v in stored["spec"]["volumes"] if v["name"] == "aws-iam-token")
+    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+    assert source["audience"] == "e2e-aud"
+    token = control_plane.kubectl(
+        "create",
+        "token",
+        "s3",
+        "-n",
+        namespace,
+        "--audience",
+        source["audience"],
+        "--duration",
+        f"{source['expirationSeconds']}s",
+    ).stdout.strip()
+    with control_plane.client() as client:
+        discovery = client.get("/.well-known/openid-configuration").json()
+        keys = client.get("/openid/v1/jwks").json()
+    header = jwt.get_unverified_header(token)
+    key = jwt.PyJWKSet.from_dict(keys)[header["kid"]]
+    claims = jwt.decode(
+        token, key.key, algorithms=["RS256"], audience="e2e-aud", issuer=discovery["issuer"]
+    )
+    assert claims["sub"] == f"system:serviceaccount:{namespace}:s3"
+
+
+def test_the_api_server_saw_no_failures_and_fast_answers(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    for index in range(10):
+        create(control_plane, pod(namespace, f"fast-{index}", "s3"))
+    with control_plane.client() as client:
+        metrics = client.get("/metrics").text
+    ours = 'name="irsa.e2e.irsa-webhook.dev"'
+    fail_open = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("apiserver_admission_webhook_fail_open_count") and ours in line
+    ]
+    assert all(line.endswith(" 0") for line in fail_open)
+    buckets = {}
+    for line in metrics.splitlines():
+        if (
+            line.startswith("apiserver_admission_webhook_admission_duration_seconds_bucket")
+            and ours in line
+            and 'operation="CREATE"' in line
+        ):
+            le = re.search(r'le="([^"]+)"', line)
+            assert le is not None
+            buckets[le.group(1)] = float(line.rsplit(" ", 1)[1])
+    assert buckets["+Inf"] >= 10
+    # Nearly every call lands in the lowest buckets (<= 25 ms); the first may pay a TLS handshake.
+    assert buckets["0.025"] >= buckets["+Inf"] - 2
