@@ -97,8 +97,8 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
     if settings.watch_config_map:
         config_map = ConfigMapSource(
             api,
-            settings.namespace,
             settings.mutation,
+            settings.namespace,
             watch_timeout=settings.watch_timeout,
             inactivity_timeout=settings.watch_inactivity_timeout,
             metrics=metrics,

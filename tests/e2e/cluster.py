@@ -5,9 +5,9 @@ MutatingWebhookConfiguration that points at it by URL."""
 from __future__ import annotations
 
 import base64
-import os
 import shlex
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -70,7 +70,7 @@ class ControlPlane:
     def client(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.url,
-            verify=self.ca_cert,
+            verify=ssl.create_default_context(cafile=self.ca_cert),
             headers={"Authorization": f"Bearer {self.env['ADMIN_TOKEN']}"},
             timeout=30,
         )
@@ -92,11 +92,9 @@ def free_port() -> int:
         return port
 
 
-def chart_rbac(namespace: str) -> list[dict[str, Any]]:
+def chart_rbac(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     """The chart's own ServiceAccount and RBAC, rendered by the real helm."""
-    helm = os.environ.get("HELM") or str(
-        Path(os.environ.get("IRSA_CACHE_DIR", Path.home() / ".cache/irsa-webhook")) / "tools/helm"
-    )
+    helm = plane.env["HELM"]
     rendered = subprocess.run(
         [
             helm,
@@ -205,7 +203,7 @@ def start_webhook(plane: ControlPlane, directory: Path, kubeconfig: Path, *args:
         log_path,
         directory,
     )
-    context = httpx.create_ssl_context(verify=False)
+    context = ssl.create_default_context()
     ca.configure_trust(context)
     deadline = time.monotonic() + 60
     while True:

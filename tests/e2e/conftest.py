@@ -59,7 +59,7 @@ def webhook(
     directory = tmp_path_factory.mktemp("webhook")
     plane = control_plane
     plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": WEBHOOK_NAMESPACE}})
-    plane.apply(*chart_rbac(WEBHOOK_NAMESPACE))
+    plane.apply(*chart_rbac(plane, WEBHOOK_NAMESPACE))
     kubeconfig = token_kubeconfig(
         plane, directory / "kubeconfig", WEBHOOK_NAMESPACE, WEBHOOK_SERVICE_ACCOUNT
     )

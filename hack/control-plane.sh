@@ -1,0 +1,496 @@
+#!/usr/bin/env bash
+# A throw-away Kubernetes control plane (etcd + kube-apiserver, no controllers,
+# no scheduler, no kubelet) for the integration tests.
+#
+# Usage:
+#   hack/control-plane.sh start DIR             start etcd + kube-apiserver, wait for /readyz
+#   hack/control-plane.sh stop DIR [--kill]     stop both (SIGTERM; --kill: SIGKILL)
+#   hack/control-plane.sh status DIR            exit 0 iff both run and are ready
+#   hack/control-plane.sh stop-apiserver DIR [--kill]
+#                                               stop only kube-apiserver (etcd keeps running)
+#   hack/control-plane.sh start-apiserver DIR   restart kube-apiserver on the same port/etcd
+#
+# `start` builds the binaries (hack/build-testenv.sh) and installs kubectl/helm
+# (hack/tools.sh) when they are missing, then writes into DIR:
+#   ca.crt ca.key            test CA (also signs apiserver.crt; reuse it for the webhook)
+#   apiserver.crt/.key       serving cert for 127.0.0.1, ::1, localhost
+#   sa.key sa.pub            RSA-2048 service-account signing key (RS256 tokens)
+#   tokens.csv               static tokens: admin (system:masters), irsa-webhook (no groups)
+#   kubeconfig               admin kubeconfig (CA and token embedded)
+#   env                      KEY=value lines (APISERVER_URL, ADMIN_TOKEN, KUBECTL, ...);
+#                            `set -a; . DIR/env; set +a`. Also printed on stdout.
+#   etcd/ etcd.log etcd.pid apiserver.log apiserver.pid
+# DIR is state: a second `start` after `stop` reuses certificates, tokens, the
+# etcd data and (when still free) the ports. Remove DIR for a fresh cluster.
+# `start` on a running, ready control plane only prints the env.
+#
+# Environment: IRSA_CACHE_DIR (binary cache), IRSA_READY_TIMEOUT (s, default 90),
+# IRSA_APISERVER_V (klog verbosity, default 1),
+# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags).
+set -euo pipefail
+
+IRSA_SCRIPT_NAME=control-plane.sh
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  sed -n '5,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+}
+
+READY_TIMEOUT="${IRSA_READY_TIMEOUT:-90}"
+PORT_ATTEMPTS=5
+
+# ---------------------------------------------------------------- helpers --
+
+# Wall clock in ms, and "seconds since T0" with one decimal.
+now_ms() { local t="${EPOCHREALTIME/[.,]/}"; echo "$((t / 1000))"; }
+elapsed_since() { local d=$(($(now_ms) - $1)); printf '%d.%d' "$((d / 1000))" "$((d % 1000 / 100))"; }
+
+# proc_ok NAME PID: PID is alive (not a zombie), runs the binary of NAME
+# (etcd | apiserver), and its command line references DIR -- so a recycled pid
+# or another test's control plane is never touched.
+proc_ok() {
+  local name="$1" pid="$2" state argv0 cmdline
+  if [[ "${name}" == apiserver ]]; then name=kube-apiserver; fi
+  [[ "${pid}" =~ ^[0-9]+$ && -r "/proc/${pid}/cmdline" ]] || return 1
+  state="$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" || return 1
+  [[ "${state}" != Z && "${state}" != X ]] || return 1
+  cmdline="$(tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null)" || return 1
+  argv0="${cmdline%%$'\n'*}"
+  [[ "${argv0##*/}" == "${name}" ]] || return 1
+  [[ "${cmdline}" == *"${DIR}/"* ]]
+}
+
+# running NAME: print the pid of DIR's NAME process when it runs.
+running() {
+  local pid
+  [[ -f "${DIR}/$1.pid" ]] || return 1
+  pid="$(cat "${DIR}/$1.pid" 2>/dev/null)" || return 1
+  proc_ok "$1" "${pid}" || return 1
+  echo "${pid}"
+}
+
+# stop_proc NAME SIGNAL: signal DIR's NAME process and wait until it is gone.
+stop_proc() {
+  local name="$1" sig="$2" pid i
+  if ! pid="$(running "${name}")"; then
+    rm -f "${DIR}/${name}.pid"
+    return 0
+  fi
+  irsa::log "stopping ${name} (pid ${pid}, SIG${sig})"
+  kill -s "${sig}" "${pid}" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do           # 30 s, then SIGKILL
+    proc_ok "${name}" "${pid}" || break
+    sleep 0.1
+  done
+  if proc_ok "${name}" "${pid}"; then
+    irsa::log "${name} did not exit in 30 s; SIGKILL"
+    kill -s KILL "${pid}" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      proc_ok "${name}" "${pid}" || break
+      sleep 0.1
+    done
+    ! proc_ok "${name}" "${pid}" || irsa::die "${name} (pid ${pid}) survived SIGKILL"
+  fi
+  rm -f "${DIR}/${name}.pid"
+}
+
+# launch NAME BINARY ARGS...: start a daemon in its own session, detached from
+# our stdio and lock fd, logging to DIR/NAME.log; the pid goes to DIR/NAME.pid.
+launch() {
+  local name="$1" i
+  shift
+  rm -f "${DIR}/${name}.pid"
+  printf '\n===== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"${DIR}/${name}.log"
+  # shellcheck disable=SC2016  # $$ / $0 / $@ are for the inner bash
+  setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "${DIR}/${name}.pid" "$@" \
+    </dev/null >>"${DIR}/${name}.log" 2>&1 9>&- &
+  for ((i = 0; i < 100; i++)); do
+    [[ -s "${DIR}/${name}.pid" ]] && return 0
+    sleep 0.05
+  done
+  irsa::die "${name} did not start (no pid file)"
+}
+
+port_free() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners do
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+PY
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Did the last run logged in FILE fail to bind its port?
+log_says_port_in_use() {
+  tac "$1" 2>/dev/null | sed '/^===== /q' | grep -qiE 'address already in use'
+}
+
+show_log_tail() {
+  irsa::log "---- last lines of $1 ----"
+  tail -n "${2:-40}" "$1" >&2 || true
+  irsa::log "---- end of $1 ----"
+}
+
+etcd_healthy() {
+  curl -fsS --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null | grep -q '"health":"true"'
+}
+
+apiserver_ready() {
+  [[ "$(curl -sS --max-time 3 --cacert "${DIR}/ca.crt" -H "Authorization: Bearer ${ADMIN_TOKEN}" \
+    "https://127.0.0.1:$1/readyz" 2>/dev/null)" == ok ]]
+}
+
+# ----------------------------------------------------- binaries and state --
+
+ensure_binaries() {
+  local out
+  out="$("${IRSA_HACK_DIR}/build-testenv.sh" | tail -n 1)"
+  TESTENV_BIN_DIR="${out}"
+  out="$("${IRSA_HACK_DIR}/tools.sh" | tail -n 1)"
+  BIN_DIR="${out}"
+  [[ -x "${TESTENV_BIN_DIR}/etcd" && -x "${TESTENV_BIN_DIR}/kube-apiserver" ]] || irsa::die "no binaries in ${TESTENV_BIN_DIR}"
+  [[ -x "${BIN_DIR}/kubectl" && -x "${BIN_DIR}/helm" ]] || irsa::die "no kubectl/helm in ${BIN_DIR}"
+}
+
+# Certificates, keys and tokens are made once per DIR and then reused.
+ensure_pki() {
+  irsa::need openssl
+  (
+    umask 077
+    cd "${DIR}"
+    if [[ ! -s ca.crt || ! -s ca.key ]]; then
+      irsa::log "generating test CA"
+      openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+        -keyout ca.key -out ca.crt -subj "/CN=irsa-webhook test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+      rm -f apiserver.crt apiserver.key
+    fi
+    if [[ ! -s apiserver.crt || ! -s apiserver.key ]]; then
+      irsa::log "generating kube-apiserver serving certificate"
+      cat >apiserver.ext <<'EOF'
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, IP:::1, IP:10.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+EOF
+      openssl req -new -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
+        -subj "/CN=kube-apiserver" 2>/dev/null
+      openssl x509 -req -sha256 -days 3650 -in apiserver.csr -CA ca.crt -CAkey ca.key \
+        -set_serial "0x$(openssl rand -hex 16)" -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+      rm -f apiserver.csr apiserver.ext
+    fi
+    if [[ ! -s sa.key || ! -s sa.pub ]]; then
+      irsa::log "generating service-account signing key (RSA 2048)"
+      openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
+      openssl pkey -in sa.key -pubout -out sa.pub
+    fi
+    if [[ ! -s tokens.csv ]]; then
+      # token,user,uid[,"group1,group2"]
+      printf '%s,admin,admin-uid,"system:masters"\n%s,irsa-webhook,irsa-webhook-uid\n' \
+        "admin-$(openssl rand -hex 16)" "webhook-$(openssl rand -hex 16)" >tokens.csv
+    fi
+    chmod 644 ca.crt apiserver.crt sa.pub
+  )
+  ADMIN_TOKEN="$(awk -F, '$2 == "admin" {print $1}' "${DIR}/tokens.csv")"
+  WEBHOOK_TOKEN="$(awk -F, '$2 == "irsa-webhook" {print $1}' "${DIR}/tokens.csv")"
+}
+
+# Read the ports etc. of a previous start, if any.
+load_env() {
+  ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN=""
+  if [[ -f "${DIR}/env" ]]; then
+    ETCD_PORT="$(sed -n 's/^ETCD_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
+    APISERVER_PORT="$(sed -n 's/^APISERVER_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
+    TESTENV_BIN_DIR="$(sed -n 's/^TESTENV_BIN_DIR=//p' "${DIR}/env")"
+  fi
+  if [[ -f "${DIR}/tokens.csv" ]]; then
+    ADMIN_TOKEN="$(awk -F, '$2 == "admin" {print $1}' "${DIR}/tokens.csv")"
+  fi
+}
+
+write_outputs() {
+  local url="https://127.0.0.1:${APISERVER_PORT}" tmp
+  tmp="$(mktemp "${DIR}/.kubeconfig.XXXXXX")"
+  cat >"${tmp}" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: irsa-test
+  cluster:
+    server: ${url}
+    certificate-authority-data: $(base64 -w0 <"${DIR}/ca.crt")
+users:
+- name: admin
+  user:
+    token: ${ADMIN_TOKEN}
+contexts:
+- name: irsa-test
+  context:
+    cluster: irsa-test
+    user: admin
+current-context: irsa-test
+EOF
+  chmod 600 "${tmp}"
+  mv -f "${tmp}" "${DIR}/kubeconfig"
+
+  tmp="$(mktemp "${DIR}/.env.XXXXXX")"
+  {
+    printf '%s=%q\n' \
+      APISERVER_URL "${url}" \
+      APISERVER_PORT "${APISERVER_PORT}" \
+      ETCD_URL "http://127.0.0.1:${ETCD_PORT}" \
+      ETCD_PORT "${ETCD_PORT}" \
+      ADMIN_TOKEN "${ADMIN_TOKEN}" \
+      WEBHOOK_TOKEN "${WEBHOOK_TOKEN}" \
+      KUBECONFIG "${DIR}/kubeconfig" \
+      CA_CERT "${DIR}/ca.crt" \
+      CA_KEY "${DIR}/ca.key" \
+      SA_ISSUER "${url}" \
+      SA_JWKS_URI "${url}/openid/v1/jwks" \
+      SA_SIGNING_KEY "${DIR}/sa.key" \
+      KUBECTL "${BIN_DIR}/kubectl" \
+      HELM "${BIN_DIR}/helm" \
+      BIN_DIR "${BIN_DIR}" \
+      TESTENV_BIN_DIR "${TESTENV_BIN_DIR}" \
+      CONTROL_PLANE_DIR "${DIR}"
+  } >"${tmp}"
+  mv -f "${tmp}" "${DIR}/env"
+}
+
+# ---------------------------------------------------------------- daemons --
+
+# start_etcd PORT: 0 = healthy, 2 = port in use, 1 = other failure.
+start_etcd() {
+  local port="$1" pid i
+  launch etcd "${TESTENV_BIN_DIR}/etcd" \
+    --name=irsa-test \
+    --data-dir="${DIR}/etcd" \
+    --listen-client-urls="http://127.0.0.1:${port}" \
+    --advertise-client-urls="http://127.0.0.1:${port}" \
+    --listen-peer-urls="http://127.0.0.1:0" \
+    --unsafe-no-fsync=true \
+    --log-level=warn
+  pid="$(cat "${DIR}/etcd.pid")"
+  for ((i = 0; i < 300; i++)); do            # 30 s
+    if ! proc_ok etcd "${pid}"; then
+      log_says_port_in_use "${DIR}/etcd.log" && return 2
+      return 1
+    fi
+    etcd_healthy "${port}" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_apiserver PORT: 0 = ready, 2 = port in use, 1 = other failure.
+start_apiserver() {
+  local port="$1" url="https://127.0.0.1:$1" pid t0 extra=()
+  read -r -a extra <<<"${IRSA_APISERVER_EXTRA_ARGS:-}"
+  t0="$(now_ms)"
+  launch apiserver "${TESTENV_BIN_DIR}/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="${port}" \
+    --tls-cert-file="${DIR}/apiserver.crt" \
+    --tls-private-key-file="${DIR}/apiserver.key" \
+    --token-auth-file="${DIR}/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-account-issuer="${url}" \
+    --service-account-jwks-uri="${url}/openid/v1/jwks" \
+    --service-account-key-file="${DIR}/sa.pub" \
+    --service-account-signing-key-file="${DIR}/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --enable-admission-plugins=ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
+    --profiling=false \
+    --v="${IRSA_APISERVER_V:-1}" \
+    "${extra[@]}"
+  pid="$(cat "${DIR}/apiserver.pid")"
+  while :; do
+    if ! proc_ok apiserver "${pid}"; then
+      log_says_port_in_use "${DIR}/apiserver.log" && return 2
+      irsa::log "kube-apiserver exited during start-up"
+      return 1
+    fi
+    if apiserver_ready "${port}"; then
+      irsa::log "kube-apiserver ready at ${url} in $(elapsed_since "${t0}") s"
+      return 0
+    fi
+    if (($(now_ms) - t0 >= READY_TIMEOUT * 1000)); then
+      irsa::log "kube-apiserver not ready after ${READY_TIMEOUT} s"
+      return 1
+    fi
+    sleep 0.25
+  done
+}
+
+# ensure_etcd: etcd of DIR runs and is healthy; sets ETCD_PORT.
+ensure_etcd() {
+  local attempt rc
+  if running etcd >/dev/null && [[ -n "${ETCD_PORT}" ]] && etcd_healthy "${ETCD_PORT}"; then
+    return 0
+  fi
+  stop_proc etcd TERM
+  for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
+    if [[ -z "${ETCD_PORT}" ]] || ! port_free "${ETCD_PORT}"; then
+      ETCD_PORT="$(free_port)"
+    fi
+    irsa::log "starting etcd on 127.0.0.1:${ETCD_PORT}"
+    rc=0
+    start_etcd "${ETCD_PORT}" || rc=$?
+    case "${rc}" in
+      0) return 0 ;;
+      2) irsa::log "etcd port ${ETCD_PORT} in use; retrying"; stop_proc etcd KILL; ETCD_PORT="" ;;
+      *) show_log_tail "${DIR}/etcd.log"; stop_proc etcd KILL; irsa::die "etcd failed to start" ;;
+    esac
+  done
+  irsa::die "etcd: no free port after ${PORT_ATTEMPTS} attempts"
+}
+
+# ensure_apiserver SAME_PORT: kube-apiserver runs and is ready; SAME_PORT=1
+# forbids moving to another port.
+ensure_apiserver() {
+  local same_port="$1" attempt rc
+  for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
+    if [[ -z "${APISERVER_PORT}" ]] || { [[ "${same_port}" != 1 ]] && ! port_free "${APISERVER_PORT}"; }; then
+      APISERVER_PORT="$(free_port)"
+    fi
+    irsa::log "starting kube-apiserver on 127.0.0.1:${APISERVER_PORT}"
+    rc=0
+    start_apiserver "${APISERVER_PORT}" || rc=$?
+    case "${rc}" in
+      0) return 0 ;;
+      2)
+        stop_proc apiserver KILL
+        if [[ "${same_port}" == 1 ]]; then
+          show_log_tail "${DIR}/apiserver.log"
+          irsa::die "port ${APISERVER_PORT} is taken by another process; cannot restart kube-apiserver on it"
+        fi
+        irsa::log "kube-apiserver port ${APISERVER_PORT} in use; retrying"
+        APISERVER_PORT=""
+        ;;
+      *) show_log_tail "${DIR}/apiserver.log"; stop_proc apiserver KILL; irsa::die "kube-apiserver failed to start" ;;
+    esac
+  done
+  irsa::die "kube-apiserver: no free port after ${PORT_ATTEMPTS} attempts"
+}
+
+# ------------------------------------------------------------- commands --
+
+cmd_start() {
+  mkdir -p "${DIR}"
+  DIR="$(cd "${DIR}" && pwd)"
+  irsa::lock "${DIR}/.lock"
+  load_env
+  ensure_binaries
+  ensure_pki
+  if running apiserver >/dev/null && running etcd >/dev/null && [[ -n "${APISERVER_PORT}" ]] \
+    && apiserver_ready "${APISERVER_PORT}"; then
+    irsa::log "already running and ready: https://127.0.0.1:${APISERVER_PORT}"
+    write_outputs
+    cat "${DIR}/env"
+    return 0
+  fi
+  if ! running etcd >/dev/null; then
+    # Without its etcd, a leftover apiserver is useless.
+    stop_proc apiserver TERM
+  fi
+  ensure_etcd
+  stop_proc apiserver TERM
+  ensure_apiserver 0
+  write_outputs
+  cat "${DIR}/env"
+}
+
+cmd_start_apiserver() {
+  [[ -f "${DIR}/env" ]] || irsa::die "${DIR}/env not found: run '$0 start ${DIR}' first"
+  irsa::lock "${DIR}/.lock"
+  load_env
+  ensure_binaries
+  ensure_pki
+  if ! { running etcd >/dev/null && etcd_healthy "${ETCD_PORT}"; }; then
+    irsa::die "etcd of ${DIR} is not running: use '$0 start ${DIR}'"
+  fi
+  if running apiserver >/dev/null && apiserver_ready "${APISERVER_PORT}"; then
+    irsa::log "kube-apiserver already running and ready"
+  else
+    stop_proc apiserver TERM
+    ensure_apiserver 1
+  fi
+  write_outputs
+  cat "${DIR}/env"
+}
+
+cmd_stop() {
+  local sig="$1" what="$2"
+  [[ -d "${DIR}" ]] || { irsa::log "${DIR} does not exist; nothing to stop"; return 0; }
+  DIR="$(cd "${DIR}" && pwd)"
+  irsa::lock "${DIR}/.lock"
+  stop_proc apiserver "${sig}"
+  if [[ "${what}" == all ]]; then
+    stop_proc etcd "${sig}"
+  fi
+}
+
+cmd_status() {
+  local ok=0 pid
+  [[ -d "${DIR}" ]] || { irsa::log "${DIR} does not exist"; return 1; }
+  load_env
+  if pid="$(running etcd)"; then
+    if etcd_healthy "${ETCD_PORT}"; then
+      echo "etcd: running (pid ${pid}), healthy at http://127.0.0.1:${ETCD_PORT}"
+    else
+      echo "etcd: running (pid ${pid}), NOT healthy"; ok=1
+    fi
+  else
+    echo "etcd: not running"; ok=1
+  fi
+  if pid="$(running apiserver)"; then
+    if apiserver_ready "${APISERVER_PORT}"; then
+      echo "kube-apiserver: running (pid ${pid}), ready at https://127.0.0.1:${APISERVER_PORT}"
+    else
+      echo "kube-apiserver: running (pid ${pid}), NOT ready"; ok=1
+    fi
+  else
+    echo "kube-apiserver: not running"; ok=1
+  fi
+  return "${ok}"
+}
+
+# ----------------------------------------------------------------- main --
+
+if [[ $# -lt 2 ]]; then
+  usage
+  exit 2
+fi
+CMD="$1"
+DIR="$2"
+shift 2
+SIG=TERM
+case "${CMD}:$*" in
+  stop:|stop-apiserver:) ;;
+  stop:--kill|stop-apiserver:--kill) SIG=KILL ;;
+  start:|start-apiserver:|status:) ;;
+  *) usage; exit 2 ;;
+esac
+[[ -n "${DIR}" ]] || { usage; exit 2; }
+if [[ -d "${DIR}" ]]; then DIR="$(cd "${DIR}" && pwd)"; fi
+
+case "${CMD}" in
+  start) cmd_start ;;
+  start-apiserver) cmd_start_apiserver ;;
+  stop) cmd_stop "${SIG}" all ;;
+  stop-apiserver) cmd_stop "${SIG}" apiserver ;;
+  status) cmd_status ;;
+esac

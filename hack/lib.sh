@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# Shared helpers for the hack/ scripts. Source it, do not run it.
+#
+# Conventions: diagnostics go to stderr; a script's result (a path, an env
+# file) goes to stdout, on its last line.
+
+# shellcheck disable=SC2034  # used by the scripts that source this file
+IRSA_HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+IRSA_CACHE_DIR="${IRSA_CACHE_DIR:-${HOME}/.cache/irsa-webhook}"
+export IRSA_CACHE_DIR
+
+irsa::log() {
+  printf '[%s] %s\n' "${IRSA_SCRIPT_NAME:-$(basename "$0")}" "$*" >&2
+}
+
+irsa::die() {
+  irsa::log "ERROR: $*"
+  exit 1
+}
+
+# irsa::need CMD... : fail with a clear message when a command is missing.
+irsa::need() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 || irsa::die "required command not found: $c"
+  done
+}
+
+# irsa::short_hash FILE : first 12 hex digits of the file's sha256.
+irsa::short_hash() {
+  sha256sum "$1" | cut -c1-12
+}
+
+# irsa::lock FILE : take an exclusive lock on FD 9 (released when the script
+# exits). A no-op when flock(1) is missing.
+irsa::lock() {
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$1"
+    if ! flock -n 9; then
+      irsa::log "waiting for lock $1"
+      flock 9
+    fi
+  fi
+}

@@ -1,0 +1,472 @@
+"""In-memory copies of the ServiceAccounts and the ``pod-identity-webhook`` ConfigMap.
+
+Admission must not wait on the API server, so both are kept in step by list-then-watch (the
+algorithm kopf uses, ``shared/reference/control-plane.md`` §5): a paginated LIST swapped in
+whole, then a WATCH from the list's resourceVersion with bookmarks, resumed from the last version
+seen when the stream ends, and a relist when the server says that version is gone (410). One
+``Reflector`` runs that loop for both kinds of object.
+
+Unlike the reference (``aws-pod-identity-webhook.md`` §4), a cache miss triggers a live GET that
+every concurrent miss for that key shares and that a later miss retries once it has finished, and
+deleting the ConfigMap removes its entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as _random
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
+
+from irsa_webhook.config import CONFIG_MAP_KEY, CONFIG_MAP_NAME, MutationSettings
+from irsa_webhook.identity import (
+    EMPTY_CONFIG_MAP,
+    ConfigMapMappings,
+    ServiceAccountEntry,
+    SourceError,
+    parse_config_map,
+    parse_service_account,
+)
+from irsa_webhook.kubeapi import ApiError
+from irsa_webhook.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LIST_PAGE_SIZE = 500
+BACKOFF_START = 0.1
+BACKOFF_CAP = 30.0
+
+Key = tuple[str, str]
+"""(namespace, name). The namespace string is interned: 50k ServiceAccounts share a few hundred."""
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class ListWatchApi(Protocol):
+    """The two calls a ``Reflector`` and the live lookup need; ``KubeApi`` provides them.
+
+    Both raise ``ApiError`` for an error answer or an unreachable server.
+    """
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]: ...
+
+    def stream(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]: ...
+
+
+class _Inactive(Exception):
+    """The watch delivered nothing, not even a bookmark, for the inactivity timeout."""
+
+
+class _Backoff:
+    """0.1 s doubling to 30 s, with jitter so that replicas do not reconnect in lockstep."""
+
+    def __init__(self, random: Callable[[], float]) -> None:
+        self._random = random
+        self._delay = BACKOFF_START
+
+    def next(self) -> float:
+        delay = self._delay
+        self._delay = min(BACKOFF_CAP, self._delay * 2)
+        return delay * (0.5 + 0.5 * self._random())
+
+    def reset(self) -> None:
+        self._delay = BACKOFF_START
+
+
+class Reflector(Generic[T]):
+    """Keeps ``items`` equal to the API server's objects at ``path``: list, then watch.
+
+    ``parse`` turns each object into what is kept (never the raw object: memory matters at 50k
+    ServiceAccounts). ``on_change`` runs after every list and every applied event. ``run`` loops
+    until cancelled; it never raises otherwise.
+    """
+
+    def __init__(
+        self,
+        api: ListWatchApi,
+        path: str,
+        parse: Callable[[Mapping[str, Any]], T],
+        *,
+        source: str,
+        params: Mapping[str, str] | None = None,
+        watch_timeout: float = 300.0,
+        inactivity_timeout: float = 90.0,
+        metrics: Metrics | None = None,
+        on_change: Callable[[], None] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.items: dict[Key, T] = {}
+        """Replaced by a new dict on every list, so readers never see half a list."""
+        self.resource_version = ""
+        """The newest version seen, from a list, an object or a bookmark; the watch resumes here."""
+        self.synced = False
+        self._api = api
+        self._path = path
+        self._parse = parse
+        self._source = source
+        self._params = dict(params or {})
+        self._watch_timeout = watch_timeout
+        self._inactivity_timeout = inactivity_timeout
+        self._metrics = metrics
+        self._on_change = on_change
+        self._sleep = sleep
+        self._backoff = _Backoff(random)
+        self._synced_event = asyncio.Event()
+        self._must_list = True
+
+    async def wait_synced(self) -> None:
+        await self._synced_event.wait()
+
+    async def run(self) -> None:
+        while True:
+            retry_after = None
+            try:
+                if self._must_list:
+                    await self._list()
+                await self._watch()
+                reason = "closed"
+                logger.debug(
+                    "watch ended; resuming",
+                    extra={"source": self._source, "resource_version": self.resource_version},
+                )
+            except _Inactive:
+                reason = "timeout"
+                logger.info(
+                    "watch silent for too long; reconnecting",
+                    extra={"source": self._source, "timeout": self._inactivity_timeout},
+                )
+            except ApiError as exc:
+                if exc.status == 410:
+                    reason = "expired"
+                    self._must_list = True
+                    logger.info(
+                        "resource version expired; listing again",
+                        extra={"source": self._source, "resource_version": self.resource_version},
+                    )
+                else:
+                    reason = "error"
+                    retry_after = exc.retry_after
+                    logger.warning(
+                        "list or watch failed; retrying",
+                        extra={
+                            "source": self._source,
+                            "status": exc.status,
+                            "reason": exc.reason,
+                            "detail": exc.message,
+                        },
+                    )
+            except Exception:
+                # A bug or a malformed object must not stop the cache for good: log and retry.
+                reason = "error"
+                logger.exception(
+                    "list or watch failed unexpectedly; retrying", extra={"source": self._source}
+                )
+            if self._metrics is not None:
+                self._metrics.watch_restarts.labels(self._source, reason).inc()
+            delay = self._backoff.next()
+            await self._sleep(retry_after if retry_after is not None else delay)
+
+    async def _list(self) -> None:
+        items: dict[Key, T] = {}
+        params = {**self._params, "limit": str(LIST_PAGE_SIZE)}
+        while True:
+            page = await self._api.get(self._path, params)
+            for obj in page.get("items") or ():
+                items[_key(obj)] = self._parse(obj)
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                break
+            params["continue"] = token
+        self.items = items
+        self.resource_version = str(metadata.get("resourceVersion") or "")
+        self._must_list = False
+        self.synced = True
+        self._synced_event.set()
+        if self._metrics is not None:
+            self._metrics.cache_synced.labels(self._source).set(1)
+        if self._on_change is not None:
+            self._on_change()
+        logger.info(
+            "listed",
+            extra={
+                "source": self._source,
+                "objects": len(items),
+                "resource_version": self.resource_version,
+            },
+        )
+
+    async def _watch(self) -> None:
+        params = {
+            **self._params,
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(int(self._watch_timeout)),
+        }
+        if self.resource_version:
+            params["resourceVersion"] = self.resource_version
+        stream = self._api.stream(self._path, params)
+        try:
+            while True:
+                deadline = asyncio.timeout(self._inactivity_timeout)
+                try:
+                    async with deadline:
+                        event = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if deadline.expired():
+                        raise _Inactive from None
+                    raise
+                self._apply(event)
+                self._backoff.reset()
+        finally:
+            await stream.aclose()
+
+    def _apply(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            raise ApiError(0, "InvalidResponse", f"watch event {kind!r} without an object")
+        if kind == "ERROR":
+            code = obj.get("code")
+            reason = str(obj.get("reason") or "")
+            if code == 410 or reason in ("Expired", "Gone"):
+                raise ApiError(410, reason or "Expired", str(obj.get("message") or ""))
+            raise ApiError(
+                code if isinstance(code, int) else 0,
+                reason or "Error",
+                str(obj.get("message") or ""),
+            )
+        if kind in ("ADDED", "MODIFIED"):
+            self.items[_key(obj)] = self._parse(obj)
+        elif kind == "DELETED":
+            self.items.pop(_key(obj), None)
+        elif kind != "BOOKMARK":
+            logger.debug("ignoring watch event", extra={"source": self._source, "type": kind})
+            return
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.resource_version = str(version)
+        if kind != "BOOKMARK" and self._on_change is not None:
+            self._on_change()
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    metadata = obj.get("metadata") or {}
+    return sys.intern(str(metadata.get("namespace") or "")), str(metadata.get("name") or "")
+
+
+class ServiceAccountCache:
+    """Every ServiceAccount in the cluster, as parsed entries keyed by (namespace, name).
+
+    An entry exists for every ServiceAccount, annotated or not, so "in the cache" means "exists";
+    unannotated ones share one entry object. ``get`` is the O(1) hot path; ``lookup`` adds the
+    live GET on a miss, bounded by the grace period (SPEC 3.4).
+    """
+
+    def __init__(
+        self,
+        api: ListWatchApi,
+        settings: MutationSettings,
+        *,
+        grace_period: float = 1.0,
+        watch_timeout: float = 300.0,
+        inactivity_timeout: float = 90.0,
+        metrics: Metrics | None = None,
+        sleep: Sleep = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.synced = False
+        self._api = api
+        self._settings = settings
+        self._grace_period = grace_period
+        self._metrics = metrics
+        self._fetches: dict[Key, asyncio.Task[tuple[str, ServiceAccountEntry | None]]] = {}
+        self._reflector: Reflector[ServiceAccountEntry] = Reflector(
+            api,
+            "/api/v1/serviceaccounts",
+            self._parse,
+            source="serviceaccounts",
+            watch_timeout=watch_timeout,
+            inactivity_timeout=inactivity_timeout,
+            metrics=metrics,
+            on_change=self._changed,
+            sleep=sleep,
+            random=random,
+        )
+
+    def get(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        return self._reflector.items.get((namespace, name))
+
+    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        """The cached entry, else the answer of a live GET if it comes within the grace period.
+
+        Concurrent misses for one key wait on one GET. A GET that outlives the grace period
+        keeps running and stores what it finds; once it has finished, the next miss asks again.
+        """
+        key = (namespace, name)
+        entry = self._reflector.items.get(key)
+        if entry is not None or self._grace_period <= 0:
+            return entry
+        fetch = self._fetches.get(key)
+        if fetch is None:
+            fetch = asyncio.create_task(self._fetch(key))
+            self._fetches[key] = fetch
+            pass
+        try:
+            result, entry = await asyncio.wait_for(asyncio.shield(fetch), self._grace_period)
+        except TimeoutError:
+            result, entry = "timeout", None
+        if self._metrics is not None:
+            self._metrics.live_lookups.labels(result).inc()
+        return entry
+
+    def snapshot(self) -> dict[str, ServiceAccountEntry]:
+        """``"namespace/name"`` to entry, for the debug dump."""
+        return {f"{ns}/{name}": entry for (ns, name), entry in self._reflector.items.items()}
+
+    def __len__(self) -> int:
+        return len(self._reflector.items)
+
+    async def wait_synced(self) -> None:
+        await self._reflector.wait_synced()
+
+    async def run(self) -> None:
+        await self._reflector.run()
+
+    def _parse(self, obj: Mapping[str, Any]) -> ServiceAccountEntry:
+        annotations = (obj.get("metadata") or {}).get("annotations")
+        return parse_service_account(annotations, self._settings)
+
+    def _changed(self) -> None:
+        self.synced = self._reflector.synced
+        if self._metrics is not None:
+            self._metrics.cache_size.labels("serviceaccounts").set(len(self._reflector.items))
+            self._metrics.used.set(1)
+
+    def _forget(self, key: Key, fetch: asyncio.Task[Any]) -> None:
+        if self._fetches.get(key) is fetch:
+            del self._fetches[key]
+
+    async def _fetch(self, key: Key) -> tuple[str, ServiceAccountEntry | None]:
+        """GET one ServiceAccount; returns the metric label and the entry. Never raises."""
+        namespace, name = key
+        path = (
+            f"/api/v1/namespaces/{quote(namespace, safe='')}/serviceaccounts/{quote(name, safe='')}"
+        )
+        try:
+            obj = await self._api.get(path)
+        except ApiError as exc:
+            if exc.status == 404:
+                return "not-found", None
+            logger.warning(
+                "live ServiceAccount lookup failed",
+                extra={
+                    "namespace": namespace,
+                    "service_account": name,
+                    "status": exc.status,
+                    "reason": exc.reason,
+                    "detail": exc.message,
+                },
+            )
+            return "error", None
+        except Exception:
+            # Waiters are admission requests: a bug here must cost a lookup, not a request.
+            logger.exception(
+                "live ServiceAccount lookup failed unexpectedly",
+                extra={"namespace": namespace, "service_account": name},
+            )
+            return "error", None
+        entry = self._parse(obj)
+        # The watch may have delivered the object meanwhile; its copy is at least as new.
+        entry = self._reflector.items.setdefault(key, entry)
+        self._changed()
+        logger.info(
+            "ServiceAccount found by live lookup",
+            extra={"namespace": namespace, "service_account": name},
+        )
+        return "found", entry
+
+
+class ConfigMapSource:
+    """The ``pod-identity-webhook`` ConfigMap in one namespace, parsed (SPEC 3.6).
+
+    Absent or deleted means no entries (the reference kept deleted entries until restart). A
+    document that is not JSON is logged and the previous mappings stay; skipped entries are
+    logged once per change of the data.
+    """
+
+    def __init__(
+        self,
+        api: ListWatchApi,
+        settings: MutationSettings,
+        namespace: str,
+        *,
+        watch_timeout: float = 300.0,
+        inactivity_timeout: float = 90.0,
+        metrics: Metrics | None = None,
+        sleep: Sleep = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.current: ConfigMapMappings = EMPTY_CONFIG_MAP
+        self.synced = False
+        self._settings = settings
+        self._namespace = namespace
+        self._metrics = metrics
+        self._parsed_data: str | None = None
+        self._reflector: Reflector[ConfigMapMappings] = Reflector(
+            api,
+            f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps",
+            self._parse,
+            source="configmap",
+            params={"fieldSelector": f"metadata.name={CONFIG_MAP_NAME}"},
+            watch_timeout=watch_timeout,
+            inactivity_timeout=inactivity_timeout,
+            metrics=metrics,
+            on_change=self._changed,
+            sleep=sleep,
+            random=random,
+        )
+
+    async def wait_synced(self) -> None:
+        await self._reflector.wait_synced()
+
+    async def run(self) -> None:
+        await self._reflector.run()
+
+    def _parse(self, obj: Mapping[str, Any]) -> ConfigMapMappings:
+        data = (obj.get("data") or {}).get(CONFIG_MAP_KEY)
+        if data == self._parsed_data:
+            # A relist or an update of another key: same document, same result, no new logs.
+            return self.current
+        self._parsed_data = data
+        log_extra = {"source": "configmap", "namespace": self._namespace}
+        try:
+            mappings, problems = parse_config_map(data, self._settings)
+        except SourceError as exc:
+            logger.warning(
+                "ConfigMap ignored; keeping the previous entries",
+                extra={**log_extra, "detail": str(exc)},
+            )
+            return self.current
+        for problem in problems:
+            logger.warning("ConfigMap entry problem", extra={**log_extra, "detail": problem})
+        logger.info("ConfigMap loaded", extra={**log_extra, "entries": len(mappings)})
+        return mappings
+
+    def _changed(self) -> None:
+        self.current = next(iter(self._reflector.items.values()), EMPTY_CONFIG_MAP)
+        if not self._reflector.items:
+            # Gone: if it comes back with the same data, parse (and log) it again.
+            self._parsed_data = None
+        self.synced = self._reflector.synced
+        if self._metrics is not None:
+            self._metrics.cache_size.labels("configmap").set(len(self.current))
