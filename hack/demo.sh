@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The README's first command: a real kube-apiserver, the webhook registered with it, and an
+# annotated ServiceAccount's pod created with kubectl, its injected credentials printed.
+# Usage: hack/demo.sh [--keep]
+#   --keep  leave the control plane and the webhook running and print how to use them
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$(pwd)"
+
+keep=false
+case "${1:-}" in
+  --keep) keep=true ;;
+  "") ;;
+  *) echo "usage: hack/demo.sh [--keep]" >&2; exit 2 ;;
+esac
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+DEMO="${IRSA_DEMO_DIR:-${REPO}/.cache/demo}"
+mkdir -p "${DEMO}"
+
+say "installing Python dependencies, building kube-apiserver and etcd when missing"
+hack/bootstrap.sh
+hack/control-plane.sh start "${DEMO}/cluster" >/dev/null
+set -a
+# shellcheck source=/dev/null
+. "${DEMO}/cluster/env"
+set +a
+export KUBECONFIG
+
+cleanup() {
+  if [[ "${keep}" != true ]]; then
+    [[ -f "${DEMO}/webhook.pid" ]] && kill "$(cat "${DEMO}/webhook.pid")" 2>/dev/null || true
+    rm -f "${DEMO}/webhook.pid"
+    hack/control-plane.sh stop "${DEMO}/cluster" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+say "starting irsa-webhook serve on https://127.0.0.1:18443"
+# The webhook's serving certificate, issued by the control plane's test CA.
+if [[ ! -f "${DEMO}/tls.crt" ]]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=irsa-webhook-demo" \
+    -CA "${CA_CERT}" -CAkey "${CA_KEY}" -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "${DEMO}/tls.key" -out "${DEMO}/tls.crt" 2>/dev/null
+fi
+if [[ -f "${DEMO}/webhook.pid" ]] && kill -0 "$(cat "${DEMO}/webhook.pid")" 2>/dev/null; then
+  kill "$(cat "${DEMO}/webhook.pid")"
+  sleep 1
+fi
+.venv/bin/irsa-webhook serve --kubeconfig "${KUBECONFIG}" --bind-address 127.0.0.1 \
+  --port 18443 --metrics-port 18999 --tls-cert "${DEMO}/tls.crt" --tls-key "${DEMO}/tls.key" \
+  --aws-default-region eu-west-1 --shutdown-delay 0s >"${DEMO}/webhook.log" 2>&1 &
+echo $! >"${DEMO}/webhook.pid"
+for _ in $(seq 1 100); do
+  curl -fsS --cacert "${CA_CERT}" https://127.0.0.1:18443/readyz >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS --cacert "${CA_CERT}" https://127.0.0.1:18443/readyz >/dev/null \
+  || { tail -20 "${DEMO}/webhook.log" >&2; exit 1; }
+
+say "registering the MutatingWebhookConfiguration"
+"${KUBECTL}" apply -f - >/dev/null <<YAML
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: irsa-webhook-demo}
+webhooks:
+- name: pod-identity.irsa-webhook.dev
+  clientConfig: {url: "https://127.0.0.1:18443/mutate", caBundle: "$(base64 -w0 "${CA_CERT}")"}
+  rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods]}]
+  admissionReviewVersions: [v1, v1beta1]
+  sideEffects: None
+  failurePolicy: Ignore
+  reinvocationPolicy: IfNeeded
+  timeoutSeconds: 10
+  namespaceSelector: {matchLabels: {irsa-webhook-demo: enabled}}
+  objectSelector:
+    matchExpressions: [{key: eks.amazonaws.com/skip-pod-identity-webhook, operator: DoesNotExist}]
+YAML
+
+say "creating an annotated ServiceAccount and a pod with kubectl"
+"${KUBECTL}" apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo, labels: {irsa-webhook-demo: enabled}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: s3-reader
+  namespace: demo
+  annotations:
+    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/s3-reader
+    eks.amazonaws.com/sts-regional-endpoints: "true"
+YAML
+"${KUBECTL}" -n demo delete pod app --ignore-not-found >/dev/null
+pod_yaml='{"apiVersion":"v1","kind":"Pod","metadata":{"name":"app","namespace":"demo"},
+  "spec":{"serviceAccountName":"s3-reader","containers":[{"name":"app","image":"amazon/aws-cli"}]}}'
+for _ in $(seq 1 50); do
+  echo "${pod_yaml}" | "${KUBECTL}" create --dry-run=server -o json -f - 2>/dev/null \
+    | grep -q AWS_ROLE_ARN && break
+  sleep 0.2
+done
+echo "${pod_yaml}" | "${KUBECTL}" create -f - >/dev/null
+
+say "what the API server stored for pod demo/app"
+"${KUBECTL}" -n demo get pod app -o json | .venv/bin/python -c '
+import json, sys
+pod = json.load(sys.stdin)
+container = pod["spec"]["containers"][0]
+print("environment of container %r:" % container["name"])
+for item in container.get("env", []):
+    print("  %-28s %s" % (item["name"], item.get("value", "")))
+print("volume mounts:")
+for mount in container.get("volumeMounts", []):
+    print("  %-28s %s%s" % (mount["name"], mount["mountPath"], " (read-only)" if mount.get("readOnly") else ""))
+for volume in pod["spec"]["volumes"]:
+    if volume["name"] == "aws-iam-token":
+        token = volume["projected"]["sources"][0]["serviceAccountToken"]
+        print("projected token volume %r: audience %s, expires after %ss, file %s" % (
+            volume["name"], token.get("audience"), token["expirationSeconds"], token["path"]))
+'
+
+if [[ "${keep}" == true ]]; then
+  cat >&2 <<EOF
+
+Everything is still running. To use it:
+  export KUBECONFIG=${KUBECONFIG}
+  export PATH=${BIN_DIR}:\$PATH
+  kubectl -n demo get pod app -o yaml
+  curl -s http://127.0.0.1:18999/metrics | grep pod_identity_webhook
+Webhook log: ${DEMO}/webhook.log
+Stop: kill \$(cat ${DEMO}/webhook.pid); hack/control-plane.sh stop ${DEMO}/cluster
+EOF
+fi
