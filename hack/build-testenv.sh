@@ -9,7 +9,8 @@
 # printed on the last stdout line; all other messages go to stderr.
 #
 # Needs Go (>= the go line of hack/testenv/go.mod) and the Go module proxy on a
-# cold module cache. Cold build: ~15-25 min on 2 cores; warm (GOCACHE hit): ~1 min.
+# cold module cache. Cold build (empty GOCACHE): ~5 min on 2 cores, peak RSS
+# 2.3 GB (the kube-apiserver link); relink with a warm GOCACHE: ~10 s.
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=build-testenv.sh
@@ -18,7 +19,7 @@ IRSA_SCRIPT_NAME=build-testenv.sh
 
 if [[ $# -gt 0 ]]; then
   case "$1" in
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
     *) irsa::log "usage: $0   (takes no arguments)"; exit 2 ;;
   esac
 fi
@@ -71,7 +72,7 @@ cd "${MODDIR}"
 
 start=${SECONDS}
 if [[ ! -x "${OUT}/kube-apiserver" ]]; then
-  irsa::log "building kube-apiserver ${K8S_VERSION} (cold: 15-25 min on 2 cores) ..."
+  irsa::log "building kube-apiserver ${K8S_VERSION} (cold GOCACHE: ~5 min on 2 cores) ..."
   go build -mod=readonly -trimpath -ldflags "${LDFLAGS}" -o "${OUT}/kube-apiserver${TMP_SUFFIX}" k8s.io/kubernetes/cmd/kube-apiserver
   "${OUT}/kube-apiserver${TMP_SUFFIX}" --version >&2
   mv -f "${OUT}/kube-apiserver${TMP_SUFFIX}" "${OUT}/kube-apiserver"

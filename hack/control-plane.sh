@@ -98,18 +98,37 @@ stop_proc() {
 # launch NAME BINARY ARGS...: start a daemon in its own session, detached from
 # our stdio and lock fd, logging to DIR/NAME.log; the pid goes to DIR/NAME.pid.
 launch() {
-  local name="$1" i
+  local name="$1" i pid
   shift
   rm -f "${DIR}/${name}.pid"
   printf '\n===== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"${DIR}/${name}.log"
   # shellcheck disable=SC2016  # $$ / $0 / $@ are for the inner bash
   setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "${DIR}/${name}.pid" "$@" \
     </dev/null >>"${DIR}/${name}.log" 2>&1 9>&- &
+  disown "$!" 2>/dev/null || true           # no "Killed" job notices from bash
   for ((i = 0; i < 100; i++)); do
-    [[ -s "${DIR}/${name}.pid" ]] && return 0
+    [[ -s "${DIR}/${name}.pid" ]] && break
     sleep 0.05
   done
-  irsa::die "${name} did not start (no pid file)"
+  [[ -s "${DIR}/${name}.pid" ]] || irsa::die "${name} did not start (no pid file)"
+  # Wait until the wrapper has exec'd the binary (or it already died), so that
+  # callers can tell "exited" from "not exec'd yet".
+  pid="$(cat "${DIR}/${name}.pid")"
+  for ((i = 0; i < 100; i++)); do
+    if proc_ok "${name}" "${pid}" || [[ ! -e "/proc/${pid}" ]] || ! proc_is_wrapper "${pid}"; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  return 0
+}
+
+# proc_is_wrapper PID: PID is still the `bash -c` wrapper of launch().
+proc_is_wrapper() {
+  local argv0
+  argv0="$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  argv0="${argv0%%$'\n'*}"
+  [[ "${argv0##*/}" == bash ]]
 }
 
 port_free() {
@@ -130,7 +149,9 @@ free_port() {
 
 # Did the last run logged in FILE fail to bind its port?
 log_says_port_in_use() {
-  tac "$1" 2>/dev/null | sed '/^===== /q' | grep -qiE 'address already in use'
+  local last_run
+  last_run="$(awk '/^===== /{buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$1" 2>/dev/null)" || return 1
+  [[ "${last_run}" == *"address already in use"* ]]
 }
 
 show_log_tail() {
@@ -140,7 +161,9 @@ show_log_tail() {
 }
 
 etcd_healthy() {
-  curl -fsS --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null | grep -q '"health":"true"'
+  local body
+  body="$(curl -fsS --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null)" || return 1
+  [[ "${body}" == *'"health":"true"'* ]]
 }
 
 apiserver_ready() {
@@ -388,10 +411,22 @@ ensure_apiserver() {
 
 # ------------------------------------------------------------- commands --
 
+# A failed `start` leaves nothing running behind.
+cleanup_failed_start() {
+  local rc=$?
+  if ((rc != 0)); then
+    irsa::log "start failed; stopping what runs in ${DIR}"
+    stop_proc apiserver KILL || true
+    stop_proc etcd TERM || true
+  fi
+  return "${rc}"
+}
+
 cmd_start() {
   mkdir -p "${DIR}"
   DIR="$(cd "${DIR}" && pwd)"
   irsa::lock "${DIR}/.lock"
+  trap cleanup_failed_start EXIT
   load_env
   ensure_binaries
   ensure_pki
@@ -399,6 +434,7 @@ cmd_start() {
     && apiserver_ready "${APISERVER_PORT}"; then
     irsa::log "already running and ready: https://127.0.0.1:${APISERVER_PORT}"
     write_outputs
+    trap - EXIT
     cat "${DIR}/env"
     return 0
   fi
@@ -410,6 +446,7 @@ cmd_start() {
   stop_proc apiserver TERM
   ensure_apiserver 0
   write_outputs
+  trap - EXIT
   cat "${DIR}/env"
 }
 

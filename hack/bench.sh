@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The webhook against the floor of its own stack (issue 5; figures in bench/RESULTS.md).
+#
+# Usage:
+#   hack/bench.sh            side by side (5 rounds) + end-to-end pod creates; RESULT line last
+#   hack/bench.sh --quick    the same, 3 short rounds and 50 pods: under 60 s
+#   hack/bench.sh --scale    1k/10k/50k ServiceAccounts: first sync, RSS, lookup, watch burst
+#
+# Starts a throw-away control plane (hack/control-plane.sh) in a temporary DIR, or
+# uses IRSA_BENCH_PLANE=DIR when set (kept running; SAs created there stay).
+# Environment: IRSA_BENCH_RATE (fixed rate, default 500/s),
+# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000).
+set -euo pipefail
+
+IRSA_SCRIPT_NAME=bench.sh
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+}
+
+mode=bench
+quick=()
+case "${1:-}" in
+  "") ;;
+  --quick) quick=(--quick) ;;
+  --scale) mode=scale ;;
+  -h | --help) usage; exit 0 ;;
+  *) usage; exit 2 ;;
+esac
+
+REPO="$(cd "${IRSA_HACK_DIR}/.." && pwd)"
+PYTHON="${REPO}/.venv/bin/python"
+[[ -x "${PYTHON}" ]] || irsa::die "no ${PYTHON}: run hack/bootstrap.sh first"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/irsa-bench.XXXXXX")"
+PLANE="${IRSA_BENCH_PLANE:-}"
+own_plane=false
+cleanup() {
+  if [[ "${own_plane}" == true ]]; then
+    "${IRSA_HACK_DIR}/control-plane.sh" stop "${PLANE}" >/dev/null 2>&1 || true
+  fi
+  rm -rf "${WORK}"
+}
+trap cleanup EXIT
+
+if [[ -z "${PLANE}" ]]; then
+  PLANE="${WORK}/plane"
+  own_plane=true
+fi
+irsa::log "control plane in ${PLANE}"
+"${IRSA_HACK_DIR}/control-plane.sh" start "${PLANE}" >/dev/null
+
+cd "${REPO}"
+"${PYTHON}" -m bench.run --plane "${PLANE}" --work "${WORK}" --mode "${mode}" "${quick[@]}" \
+  --rate "${IRSA_BENCH_RATE:-500}" --sizes "${IRSA_BENCH_SIZES:-1000,10000,50000}"
