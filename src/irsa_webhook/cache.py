@@ -237,14 +237,10 @@ class Reflector(Generic[T]):
             raise ApiError(0, "InvalidResponse", f"watch event {kind!r} without an object")
         if kind == "ERROR":
             code = obj.get("code")
-            reason = str(obj.get("reason") or "")
-            if code == 410 or reason in ("Expired", "Gone"):
-                raise ApiError(410, reason or "Expired", str(obj.get("message") or ""))
-            raise ApiError(
-                code if isinstance(code, int) else 0,
-                reason or "Error",
-                str(obj.get("message") or ""),
-            )
+            reason = str(obj.get("reason") or "Error")
+            if not isinstance(code, int):
+                code = 410 if reason in ("Expired", "Gone") else 0
+            raise ApiError(code, reason, str(obj.get("message") or ""))
         if kind in ("ADDED", "MODIFIED"):
             self.items[_key(obj)] = self._parse(obj)
         elif kind == "DELETED":
@@ -320,7 +316,7 @@ class ServiceAccountCache:
         if fetch is None:
             fetch = asyncio.create_task(self._fetch(key))
             self._fetches[key] = fetch
-            pass
+            fetch.add_done_callback(lambda done: self._forget(key, done))
         try:
             result, entry = await asyncio.wait_for(asyncio.shield(fetch), self._grace_period)
         except TimeoutError:

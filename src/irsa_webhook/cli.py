@@ -148,8 +148,15 @@ def _load_service_accounts(
             if not isinstance(document, dict) or document.get("kind") != "ServiceAccount":
                 raise InputError(f"{path} holds something other than ServiceAccount objects")
             metadata = document.get("metadata") or {}
+            annotations = metadata.get("annotations") or {}
+            if not isinstance(annotations, dict) or not all(
+                isinstance(value, str) for value in annotations.values()
+            ):
+                raise InputError(
+                    f"{path}: annotations must map names to strings (quote numbers and booleans)"
+                )
             key = (metadata.get("namespace") or "default", metadata.get("name") or "default")
-            entries[key] = parse_service_account(metadata.get("annotations"), settings)
+            entries[key] = parse_service_account(annotations, settings)
     return entries
 
 
@@ -159,9 +166,16 @@ def _load_config_map(
     if path is None:
         return EMPTY_CONFIG_MAP
     documents = _load_documents(path, stdin)
-    if len(documents) != 1 or (documents[0] or {}).get("kind") != "ConfigMap":
+    if (
+        len(documents) != 1
+        or not isinstance(documents[0], dict)
+        or documents[0].get("kind") != "ConfigMap"
+    ):
         raise InputError(f"{path} must hold one ConfigMap")
-    data = (documents[0].get("data") or {}).get(CONFIG_MAP_KEY)
+    data = documents[0].get("data") or {}
+    if not isinstance(data, dict) or not isinstance(data.get(CONFIG_MAP_KEY, ""), str):
+        raise InputError(f"{path}: data.{CONFIG_MAP_KEY} must be a string of JSON")
+    data = data.get(CONFIG_MAP_KEY)
     try:
         mappings, problems = parse_config_map(data, settings)
     except SourceError as exc:
@@ -184,6 +198,11 @@ def _load_container_credentials(path: str | None) -> ContainerCredentialsConfig:
 
 def run_mutate(arguments: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     settings = flags.mutation_settings(arguments)
+    if settings.compose_role_arn and not settings.aws_partition:
+        raise InputError(
+            "--compose-role-arn needs --aws-partition and --aws-account-id here "
+            "(only serve reads them from instance metadata)"
+        )
     pod = _load_pod(arguments.pod, stdin)
     entries = _load_service_accounts(arguments.service_account, settings, stdin)
     config_map = _load_config_map(arguments.config_map, settings, stdin, stderr)

@@ -81,8 +81,7 @@ def parse_service_account(
         role_arn = f"arn:{settings.aws_partition}:iam::{settings.aws_account_id}:role/{role_arn}"
     if role_arn and not ROLE_ARN_PATTERN.fullmatch(role_arn):
         warnings.append(
-            f"{prefix}/{ROLE_ARN} {_short(role_arn)} is not a role ARN "
-            "(arn:aws:iam::<12 digits>:role/<name>); used as given"
+            f"{prefix}/{ROLE_ARN} {_short(role_arn, 40)} is not an IAM role ARN; used as given"
         )
 
     audience = annotations.get(settings.annotation(AUDIENCE), settings.token_audience)
@@ -242,8 +241,10 @@ def parse_config_map(
     Differences from the reference (SPEC 3.6): audience and regional STS default to the flags,
     expirations are clamped, and namespace globs such as ``team-*`` work.
     """
-    if data is None or not data.strip():
+    if data is None or (isinstance(data, str) and not data.strip()):
         return EMPTY_CONFIG_MAP, []
+    if not isinstance(data, str):
+        raise SourceError("ConfigMap data.config must be a string of JSON")
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -225,7 +225,7 @@ def _skip_set(
     try:
         names = frozenset(name for name in parse_csv_record(str(raw)) if name)
     except ValueError as exc:
-        warnings.append(f"pod {key} ignored, nothing skipped: {exc}")
+        warnings.append(f"pod {key} ignored: {exc}")
         return frozenset()
     present = {
         container.get("name")
@@ -243,8 +243,8 @@ def _add_volume(spec: dict[str, Any], credentials: Credentials, warnings: list[s
         if volume.get("name") == credentials.volume_name:
             if not _is_token_volume(volume):
                 warnings.append(
-                    f"volume {credentials.volume_name!r} is reserved for the web identity token "
-                    "but is not a projected token; AWS SDKs will read the wrong file"
+                    f"volume {credentials.volume_name[:40]!r} has the token's reserved name but "
+                    "is no projected token; SDKs read the wrong file"
                 )
             return
     token: dict[str, Any] = {}

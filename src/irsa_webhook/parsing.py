@@ -56,7 +56,7 @@ def parse_csv_record(value: str) -> list[str]:
     Go's ``encoding/csv`` (the reference) keeps leading spaces, so ``"a, b"`` skipped ``a`` and
     ``" b"``; we trim, which is what people who write such lists mean (SPEC 3.8).
     """
-    if value == "":
+    if not value.strip():
         raise ValueError("the list is empty")
     if "\n" in value.strip("\n"):
         value = value.strip("\n").split("\n", 1)[0]
@@ -64,7 +64,7 @@ def parse_csv_record(value: str) -> list[str]:
     # A quote inside an unquoted field is an error in Go's reader; Python's csv is lenient.
     for field in _split_unquoted(stripped):
         if '"' in field and not (field.startswith('"') and field.endswith('"') and len(field) > 1):
-            raise ValueError(f'bare quote in field {field!r}; quote the whole name: "a,b"')
+            raise ValueError(f'bare quote in {field[:24]!r}; quote whole names: "a,b"')
     reader = csv.reader(io.StringIO(stripped), skipinitialspace=True, strict=True)
     try:
         record = next(reader)

@@ -32,7 +32,7 @@ def _diff(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
         _diff_objects(old, new, path, operations)
     elif isinstance(old, list) and isinstance(new, list):
         _diff_lists(old, new, path, operations)
-    elif type(old) is not type(new) or old != new:
+    elif not _same(old, new):
         operations.append({"op": "replace", "path": path, "value": new})
 
 
@@ -71,4 +71,15 @@ def _diff_lists(old: list[Any], new: list[Any], path: str, operations: list[Oper
 
 
 def _same_items(old: list[Any], new: list[Any]) -> bool:
-    return all(a is b or a == b for a, b in zip(old, new, strict=True))
+    return all(a is b or _same(a, b) for a, b in zip(old, new, strict=True))
+
+
+def _same(old: Any, new: Any) -> bool:
+    """JSON equality: unlike ``==``, ``true`` is not ``1`` and ``1`` is not ``1.0``."""
+    if type(old) is not type(new):
+        return False
+    if isinstance(old, dict):
+        return old.keys() == new.keys() and all(_same(old[key], new[key]) for key in old)
+    if isinstance(old, list):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
+    return bool(old == new)
