@@ -112,7 +112,7 @@ class Metrics:
         )
         self.live_lookups = Counter(
             "irsa_webhook_service_account_live_lookups",
-            "Live GETs of ServiceAccounts missing from the cache, by result",
+            "Cache misses that waited for a live GET of the ServiceAccount, by result",
             ["result"],
             registry=registry,
         )

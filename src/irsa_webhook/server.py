@@ -106,8 +106,9 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
         tasks.append(config_map.run())
     if settings.watch_container_credentials_config:
         container_credentials = ContainerCredentialsSource(
-            settings.watch_container_credentials_config
+            settings.watch_container_credentials_config, metrics=metrics
         )
+        container_credentials.load_once()
         tasks.append(container_credentials.run())
 
     state = WebhookState(
