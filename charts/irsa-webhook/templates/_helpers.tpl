@@ -94,6 +94,9 @@ Asking for two sources at once is an error rather than a silent choice.
 {{- if not $pki.caBundle }}
 {{- fail "mutatingWebhook.url is set: set pki.caBundle to the PEM CA certificate that signed the webhook's serving certificate" }}
 {{- end }}
+{{- if or $pki.certManager.enabled $pki.existingSecret $manual }}
+{{- fail "mutatingWebhook.url is set: the webhook runs outside the chart, so leave pki.certManager.enabled, pki.existingSecret, pki.cert and pki.key unset" }}
+{{- end }}
 {{- print "external" }}
 {{- else if $pki.certManager.enabled }}
 {{- if or $pki.existingSecret $manual }}

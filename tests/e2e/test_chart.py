@@ -1,0 +1,357 @@
+"""The Helm chart installed into the real kube-apiserver. There are no kubelets or controllers, so
+the chart's webhook is run here by ``irsa-webhook serve`` with the chart's ServiceAccount token
+(exactly the chart's RBAC) and reached either through the chart's registration by URL or, for the
+generated certificate, by the Service name its certificate is issued for."""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trustme
+import yaml
+
+from cluster import (
+    REPO,
+    ControlPlane,
+    free_port,
+    pod,
+    service_account,
+    token_kubeconfig,
+    wait_until_mutating,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+CHART = REPO / "charts" / "irsa-webhook"
+# Namespaces a release's webhook is restricted to (mutatingWebhook.namespaceSelector), so that no
+# release here touches the pods of the other end-to-end tests, nor they ours.
+SELECTOR_LABEL = "irsa-webhook-chart-e2e"
+ROLE = "arn:aws:iam::111122223333:role/chart-e2e"
+TOKEN_FILE = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+
+
+def helm(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    home = plane.directory / "helm"
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    command = [plane.env["HELM"], *args, "--kubeconfig", plane.kubeconfig]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
+    return result
+
+
+def create_namespace(plane: ControlPlane, prefix: str, labels: dict[str, str]) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    plane.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    )
+    return name
+
+
+def create(plane: ControlPlane, body: dict[str, Any]) -> dict[str, Any]:
+    result = plane.kubectl("create", "-o", "json", "-f", "-", stdin=orjson.dumps(body).decode())
+    stored: dict[str, Any] = orjson.loads(result.stdout)
+    return stored
+
+
+def env_of(stored_pod: dict[str, Any]) -> dict[str, str]:
+    container = stored_pod["spec"]["containers"][0]
+    return {item["name"]: item.get("value", "") for item in container.get("env") or []}
+
+
+@dataclass
+class Release:
+    plane: ControlPlane
+    name: str
+    namespace: str
+    fullname: str
+    selector: str
+    values: Path
+    directory: Path
+
+    def chart_objects(self, kind: str) -> Any:
+        return self.plane.get(
+            kind, "-n", self.namespace, "-l", f"app.kubernetes.io/instance={self.name}"
+        )
+
+    def webhook_registration(self) -> dict[str, Any]:
+        (webhook,) = self.plane.get("mutatingwebhookconfiguration", self.fullname)["webhooks"]
+        registration: dict[str, Any] = webhook
+        return registration
+
+
+def install(plane: ControlPlane, directory: Path, prefix: str, values: dict[str, Any]) -> Release:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    namespace = create_namespace(plane, f"chart-{prefix}", {})
+    selector = uuid.uuid4().hex[:12]
+    values.setdefault("mutatingWebhook", {})["namespaceSelector"] = {
+        "matchLabels": {SELECTOR_LABEL: selector}
+    }
+    values_file = directory / f"{name}-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    helm(plane, "install", name, str(CHART), "--namespace", namespace, "--values", str(values_file))
+    return Release(plane, name, namespace, f"{name}-irsa-webhook", selector, values_file, directory)
+
+
+@dataclass
+class LocalWebhook:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def serve(
+    release: Release, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, port: int, sni: str
+) -> LocalWebhook:
+    """``irsa-webhook serve`` with the given certificate and the chart ServiceAccount's token,
+    returned once /readyz answers 200 to a client that trusts ``ca_pem`` for the name ``sni``."""
+    directory = release.directory / release.name
+    directory.mkdir()
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    cert.write_bytes(cert_pem)
+    key.write_bytes(key_pem)
+    key.chmod(0o600)
+    (account,) = release.chart_objects("serviceaccounts")["items"]
+    kubeconfig = token_kubeconfig(
+        release.plane, directory / "kubeconfig", release.namespace, account["metadata"]["name"]
+    )
+    log_path = directory / "webhook.log"
+    command = [
+        str(Path(sys.executable).parent / "irsa-webhook"),
+        "serve",
+        f"--kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--port={port}",
+        f"--metrics-port={free_port()}",
+        f"--tls-cert={cert}",
+        f"--tls-key={key}",
+        f"--namespace={release.namespace}",
+        "--log-format=json",
+        "--shutdown-delay=0s",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    webhook = LocalWebhook(f"https://127.0.0.1:{port}", process, log_path)
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    try:
+        with httpx.Client(verify=context, timeout=2) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise AssertionError(f"irsa-webhook serve exited:\n{webhook.logs()[-3000:]}")
+                try:
+                    ready = client.get(f"{webhook.url}/readyz", extensions={"sni_hostname": sni})
+                    if ready.status_code == 200:
+                        return webhook
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"webhook never became ready:\n{webhook.logs()[-3000:]}")
+                time.sleep(0.2)
+    except BaseException:
+        webhook.stop()
+        raise
+
+
+@pytest.fixture(scope="module")
+def url_release(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """A release registered by URL (mutatingWebhook.url) at a webhook served here, with a
+    certificate for 127.0.0.1 from our own CA given as pki.caBundle. The chart's generated
+    certificate cannot serve here: it only names the Service, and no value adds an IP address."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    port = free_port()
+    release = install(
+        control_plane,
+        tmp_path_factory.mktemp("chart-url"),
+        "url",
+        {
+            "mutatingWebhook": {"url": f"https://127.0.0.1:{port}/mutate"},
+            "pki": {"caBundle": ca.cert_pem.bytes().decode()},
+        },
+    )
+    try:
+        webhook = serve(
+            release,
+            leaf.cert_chain_pems[0].bytes(),
+            leaf.private_key_pem.bytes(),
+            ca.cert_pem.bytes(),
+            port,
+            "127.0.0.1",
+        )
+        try:
+            yield release
+        finally:
+            webhook.stop()
+    finally:
+        helm(control_plane, "uninstall", release.name, "--namespace", release.namespace)
+
+
+@pytest.fixture(scope="module")
+def generated_release(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """A release with the default certificate source: the chart generates a CA and a certificate
+    into a Secret and registers the webhook by its Service (which has no pods here)."""
+    release = install(control_plane, tmp_path_factory.mktemp("chart-generated"), "gen", {})
+    try:
+        yield release
+    finally:
+        helm(control_plane, "uninstall", release.name, "--namespace", release.namespace)
+
+
+def selected_namespace(release: Release) -> str:
+    namespace = create_namespace(release.plane, "chart-app", {SELECTOR_LABEL: release.selector})
+    release.plane.apply(service_account(namespace, "app", {"eks.amazonaws.com/role-arn": ROLE}))
+    wait_until_mutating(release.plane, namespace, "app")
+    return namespace
+
+
+def test_a_pod_in_a_selected_namespace_is_mutated_through_the_chart_registration(
+    url_release: Release,
+) -> None:
+    namespace = selected_namespace(url_release)
+    stored = create(url_release.plane, pod(namespace, "app", "app"))
+    assert env_of(stored)["AWS_ROLE_ARN"] == ROLE
+    assert env_of(stored)["AWS_WEB_IDENTITY_TOKEN_FILE"] == TOKEN_FILE
+    volumes = {volume["name"]: volume for volume in stored["spec"]["volumes"]}
+    assert volumes["aws-iam-token"]["projected"]["sources"][0]["serviceAccountToken"] == {
+        "audience": "sts.amazonaws.com",
+        "expirationSeconds": 86400,
+        "path": "token",
+    }
+
+
+def test_pods_outside_the_selected_namespaces_or_with_the_skip_label_are_left_alone(
+    url_release: Release,
+) -> None:
+    plane = url_release.plane
+    selected = selected_namespace(url_release)
+    skipped = pod(selected, "skipped", "app")
+    skipped["metadata"]["labels"] = {"eks.amazonaws.com/skip-pod-identity-webhook": "true"}
+    assert "AWS_ROLE_ARN" not in env_of(create(plane, skipped))
+
+    other = create_namespace(plane, "chart-other", {SELECTOR_LABEL: "another-release"})
+    plane.apply(service_account(other, "app", {"eks.amazonaws.com/role-arn": ROLE}))
+    assert "AWS_ROLE_ARN" not in env_of(create(plane, pod(other, "app", "app")))
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("list", "serviceaccounts", True),
+        ("watch", "serviceaccounts", True),
+        ("get", "serviceaccounts", True),
+        ("update", "serviceaccounts", False),
+        ("create", "serviceaccounts/token", False),
+        ("get", "secrets", False),
+        ("list", "configmaps", False),
+        ("create", "pods", False),
+    ],
+)
+def test_the_chart_service_account_may_read_service_accounts_and_nothing_else(
+    url_release: Release, verb: str, resource: str, allowed: bool
+) -> None:
+    (account,) = url_release.chart_objects("serviceaccounts")["items"]
+    user = f"system:serviceaccount:{url_release.namespace}:{account['metadata']['name']}"
+    answer = url_release.plane.kubectl(
+        "auth", "can-i", verb, resource, "--all-namespaces", "--as", user, check=False
+    )
+    assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
+
+
+def generated_secret(release: Release) -> dict[str, str]:
+    secret = release.plane.get("secret", f"{release.fullname}-cert", "-n", release.namespace)
+    assert secret["type"] == "kubernetes.io/tls"
+    data: dict[str, str] = secret["data"]
+    assert set(data) == {"ca.crt", "tls.crt", "tls.key"}
+    return data
+
+
+def test_the_generated_certificate_serves_the_name_the_registration_trusts(
+    generated_release: Release,
+) -> None:
+    release = generated_release
+    data = generated_secret(release)
+    client_config = release.webhook_registration()["clientConfig"]
+    assert client_config["caBundle"] == data["ca.crt"]
+    service = f"{client_config['service']['name']}.{client_config['service']['namespace']}.svc"
+    # serve() fails unless the webhook, holding the Secret's key pair and the chart's RBAC, turns
+    # ready for a client that trusts the registration's caBundle for the Service's name.
+    webhook = serve(
+        release,
+        base64.b64decode(data["tls.crt"]),
+        base64.b64decode(data["tls.key"]),
+        base64.b64decode(client_config["caBundle"]),
+        free_port(),
+        service,
+    )
+    webhook.stop()
+
+
+def test_helm_upgrade_keeps_the_generated_certificate(generated_release: Release) -> None:
+    release = generated_release
+    before = generated_secret(release)
+    helm(
+        release.plane,
+        "upgrade",
+        release.name,
+        str(CHART),
+        "--namespace",
+        release.namespace,
+        "--values",
+        str(release.values),
+        "--set",
+        "config.logLevel=debug",
+    )
+    (deployment,) = release.chart_objects("deployments")["items"]
+    assert "--log-level=debug" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert generated_secret(release) == before
+    assert release.webhook_registration()["clientConfig"]["caBundle"] == before["ca.crt"]
+
+
+def test_the_plain_manifests_pass_server_side_dry_run(control_plane: ControlPlane) -> None:
+    namespace, *_ = yaml.safe_load_all((REPO / "deploy" / "namespace.yaml").read_text())
+    # Namespaced objects cannot be dry-run into a namespace that is itself only dry-run.
+    control_plane.apply(namespace)
+    documents = [
+        doc
+        for doc in yaml.safe_load_all((REPO / "deploy" / "webhook.yaml").read_text())
+        # This control plane has no cert-manager CRDs, so its Issuers and Certificates have no
+        # API to be checked against; everything else must be accepted.
+        if doc and not doc["apiVersion"].startswith("cert-manager.io/")
+    ]
+    kinds = {doc["kind"] for doc in documents}
+    assert {"Deployment", "MutatingWebhookConfiguration", "ClusterRole"} <= kinds
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(documents)
+    )
+    assert result.stdout.count("(server dry run)") == len(documents)
+    # The namespace enforces and warns at the restricted Pod Security level.
+    assert "PodSecurity" not in result.stderr

@@ -1,0 +1,283 @@
+"""Checks that need no API server: the chart as Helm lints and renders it, the schema and the
+certificate-source rules users hit at install time, the rendered objects' security and webhook
+settings, deploy/ staying in step with the chart, and the Dockerfile and hack/ scripts under their
+linters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "irsa-webhook"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+SCRIPTS = sorted((REPO / "hack").glob("*.sh"))
+VENV_BIN = Path(sys.executable).parent
+RELEASE = NAMESPACE = "irsa-webhook"
+SKIP_LABEL = "eks.amazonaws.com/skip-pod-identity-webhook"
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    """The Helm the project pins (hack/tools.sh installs it on first use)."""
+    tools = subprocess.run(
+        [str(REPO / "hack" / "tools.sh")], capture_output=True, text=True, timeout=600, check=True
+    )
+    return str(Path(tools.stdout.strip().splitlines()[-1]) / "helm")
+
+
+def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm, *args], capture_output=True, text=True, timeout=60, check=False, cwd=REPO
+    )
+
+
+def render(helm: str, *args: str) -> list[dict[str, Any]]:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def values_args(values: Path | None) -> list[str]:
+    return [] if values is None else ["--values", str(values)]
+
+
+def of_kind(documents: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in documents if doc["kind"] == kind]
+
+
+def only(documents: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = of_kind(documents, kind)
+    return found
+
+
+VALUES_FILES = [pytest.param(None, id="default")] + [
+    pytest.param(path, id=path.name.removesuffix("-values.yaml")) for path in CI_VALUES
+]
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_helm_lint_strict_passes(helm: str, values: Path | None) -> None:
+    result = run_helm(helm, "lint", "--strict", str(CHART), *values_args(values))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_helm_template_renders_distinct_complete_objects(helm: str, values: Path | None) -> None:
+    documents = render(helm, *values_args(values))
+    identities = [
+        (doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"])
+        for doc in documents
+    ]
+    assert len(identities) == len(set(identities)), identities
+    assert all(doc.get("apiVersion") for doc in documents)
+    assert len(of_kind(documents, "MutatingWebhookConfiguration")) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("replicas=2", "additional properties 'replicas' not allowed"),
+        ("config.tokenAudiance=sts", "additional properties 'tokenAudiance' not allowed"),
+        ("mutatingWebhook.objectSelector.labels.a=b", "additional properties 'labels'"),
+        ("mutatingWebhook.failurePolicy=Maybe", "/mutatingWebhook/failurePolicy"),
+        ("mutatingWebhook.reinvocationPolicy=Always", "/mutatingWebhook/reinvocationPolicy"),
+        ("config.logFormat=xml", "/config/logFormat"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ],
+)
+def test_the_schema_rejects_values_it_does_not_define(
+    helm: str, setting: str, message: str
+) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+URL_CA = ["mutatingWebhook.url=https://webhook.example.com/mutate", "pki.caBundle=CA"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            ["pki.certManager.enabled=true", "pki.existingSecret=serving"],
+            "pki.certManager.enabled is true: leave pki.existingSecret",
+        ),
+        (
+            ["pki.certManager.enabled=true", "pki.cert=C", "pki.key=K", "pki.caBundle=CA"],
+            "pki.certManager.enabled is true: leave pki.existingSecret, pki.cert and pki.key",
+        ),
+        (
+            ["pki.existingSecret=serving", "pki.cert=C", "pki.key=K", "pki.caBundle=CA"],
+            "pki.existingSecret is set: leave pki.cert and pki.key empty",
+        ),
+        (["pki.cert=C", "pki.caBundle=CA"], "pki.cert and pki.key must be set together"),
+        (["pki.cert=C", "pki.key=K"], "set pki.caBundle to the PEM CA certificate"),
+        (["pki.existingSecret=serving"], "set pki.caBundle to the PEM CA certificate"),
+        (["mutatingWebhook.url=https://webhook.example.com/mutate"], "set pki.caBundle"),
+        pytest.param(
+            [*URL_CA, "pki.certManager.enabled=true"],
+            "pki.certManager.enabled",
+            id="url-and-cert-manager",
+        ),
+        pytest.param(
+            [*URL_CA, "pki.existingSecret=serving"],
+            "pki.existingSecret",
+            id="url-and-existing-secret",
+        ),
+        pytest.param(
+            [*URL_CA, "pki.cert=C", "pki.key=K"],
+            "pki.cert",
+            id="url-and-cert",
+        ),
+    ],
+)
+def test_conflicting_certificate_sources_fail_with_a_message(
+    helm: str, settings: list[str], message: str
+) -> None:
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    result = run_helm(helm, "template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_deploy_matches_a_fresh_render_of_the_chart() -> None:
+    result = subprocess.run(
+        [str(REPO / "hack" / "render-deploy.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "hadolint"), "--no-color", "Dockerfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[script.name for script in SCRIPTS])
+def test_hack_scripts_pass_shellcheck(script: Path) -> None:
+    # From the repository root, where the scripts' "source=hack/lib.sh" directives resolve.
+    result = subprocess.run(
+        [str(VENV_BIN / "shellcheck"), "-x", str(script.relative_to(REPO))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_webhook_registration_defaults(helm: str) -> None:
+    (webhook,) = only(render(helm), "MutatingWebhookConfiguration")["webhooks"]
+    assert webhook["admissionReviewVersions"] == ["v1", "v1beta1"]
+    assert webhook["sideEffects"] == "None"
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert webhook["objectSelector"] == {
+        "matchExpressions": [{"key": SKIP_LABEL, "operator": "DoesNotExist"}]
+    }
+
+
+def test_the_skip_label_stays_excluded_next_to_user_selectors(helm: str) -> None:
+    documents = render(helm, "--values", str(CHART / "ci" / "webhook-tuning-values.yaml"))
+    (webhook,) = only(documents, "MutatingWebhookConfiguration")["webhooks"]
+    expressions = webhook["objectSelector"]["matchExpressions"]
+    assert {"key": SKIP_LABEL, "operator": "DoesNotExist"} in expressions
+    assert {"key": "example.com/no-aws", "operator": "DoesNotExist"} in expressions
+    assert webhook["objectSelector"]["matchLabels"] == {"example.com/aws": "true"}
+    pod_labels = only(documents, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert SKIP_LABEL in pod_labels
+
+
+def test_the_deployment_is_hardened(helm: str) -> None:
+    documents = render(helm)
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    pod_context, context = pod_spec["securityContext"], container["securityContext"]
+    assert pod_context["runAsNonRoot"] is True
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] != 0
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    probes = {name: container[name]["httpGet"] for name in ("livenessProbe", "readinessProbe")}
+    assert probes == {
+        "livenessProbe": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
+        "readinessProbe": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
+    }
+    assert only(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_the_cluster_role_only_reads_service_accounts(helm: str) -> None:
+    documents = render(helm)
+    role = only(documents, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = only(documents, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    account = only(documents, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "watches"),
+    [
+        pytest.param([], False, id="default"),
+        pytest.param(["config.podIdentityWebhookMap.enabled=true"], True, id="rendered-map"),
+        pytest.param(["config.watchConfigMap=true"], True, id="map-written-by-others"),
+    ],
+)
+def test_the_config_map_role_exists_only_with_the_config_map_source(
+    helm: str, settings: list[str], watches: bool
+) -> None:
+    documents = render(helm, *[arg for setting in settings for arg in ("--set", setting)])
+    args = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--watch-config-map={str(watches).lower()}" in args
+    roles, bindings = of_kind(documents, "Role"), of_kind(documents, "RoleBinding")
+    if not watches:
+        assert roles == bindings == []
+        return
+    (role,), (binding,) = roles, bindings
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
