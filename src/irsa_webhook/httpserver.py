@@ -32,8 +32,8 @@ def uvicorn_config(
         lifespan="off",
         server_header=False,
         ssl_context_factory=(lambda _config, _default: context) if context else None,
-        timeout_keep_alive=int(settings.keep_alive_timeout),
+        timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
         limit_concurrency=settings.max_connections,
         h11_max_incomplete_event_size=settings.max_header_bytes,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
     )

@@ -14,8 +14,10 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from irsa_webhook.config import ConfigError
 from irsa_webhook.metrics import Metrics
@@ -108,6 +110,14 @@ def _state(path: str) -> _FileState | None:
     return _FileState(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
+def _spki(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
 class CertificateReloader:
     """Keeps ``context`` serving the key pair currently in ``cert_path``/``key_path``."""
 
@@ -133,12 +143,19 @@ class CertificateReloader:
         seen = (_state(self.cert_path), _state(self.key_path))
         try:
             certificate = x509.load_pem_x509_certificate(Path(self.cert_path).read_bytes())
+            key = serialization.load_pem_private_key(
+                Path(self.key_path).read_bytes(), password=None
+            )
+            # OpenSSL installs the certificate before it checks the key, so a mismatched pair
+            # loaded into the live context would break every handshake: check it first.
+            if _spki(certificate.public_key()) != _spki(key.public_key()):
+                raise ValueError("the private key does not belong to the certificate")
             self.context.load_cert_chain(self.cert_path, self.key_path)
         except FileNotFoundError as exc:
             raise CertificateError(
                 f"{exc.filename} does not exist; mount the TLS Secret or pass --tls-cert/--tls-key"
             ) from None
-        except (OSError, ValueError, ssl.SSLError) as exc:
+        except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
             raise CertificateError(
                 f"cannot load the key pair {self.cert_path} + {self.key_path}: {exc}; "
                 "both must be PEM and the key must match the certificate"
