@@ -5,11 +5,13 @@
 #   hack/bench.sh            side by side (5 rounds) + end-to-end pod creates; RESULT line last
 #   hack/bench.sh --quick    the same, 3 short rounds and 50 pods: under 60 s
 #   hack/bench.sh --scale    1k/10k/50k ServiceAccounts: first sync, RSS, lookup, watch burst
+#   hack/bench.sh --profile  the webhook under pyinstrument (a scratch venv) at saturation
 #
 # Starts a throw-away control plane (hack/control-plane.sh) in a temporary DIR, or
 # uses IRSA_BENCH_PLANE=DIR when set (kept running; SAs created there stay).
 # Environment: IRSA_BENCH_RATE (fixed rate, default 500/s),
-# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000).
+# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000), IRSA_BENCH_WEBHOOK_ARGS
+# (extra `irsa-webhook serve` flags, for experiments).
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=bench.sh
@@ -17,7 +19,7 @@ IRSA_SCRIPT_NAME=bench.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 mode=bench
@@ -26,6 +28,7 @@ case "${1:-}" in
   "") ;;
   --quick) quick=(--quick) ;;
   --scale) mode=scale ;;
+  --profile) mode=profile ;;
   -h | --help) usage; exit 0 ;;
   *) usage; exit 2 ;;
 esac
@@ -51,6 +54,18 @@ if [[ -z "${PLANE}" ]]; then
 fi
 irsa::log "control plane in ${PLANE}"
 "${IRSA_HACK_DIR}/control-plane.sh" start "${PLANE}" >/dev/null
+
+if [[ "${mode}" == profile ]]; then
+  # pyinstrument is no project dependency: install it once, outside the project venv, with the
+  # system python3 (the same CPython minor version as .venv) and put it on PYTHONPATH.
+  site="${IRSA_CACHE_DIR}/bench-profiler"
+  if ! PYTHONPATH="${site}" "${PYTHON}" -c 'import pyinstrument' 2>/dev/null; then
+    irsa::need python3
+    python3 -m venv "${site}.venv"
+    "${site}.venv/bin/pip" install -q --target "${site}" pyinstrument
+  fi
+  export PYTHONPATH="${site}"
+fi
 
 cd "${REPO}"
 "${PYTHON}" -m bench.run --plane "${PLANE}" --work "${WORK}" --mode "${mode}" "${quick[@]}" \

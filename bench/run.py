@@ -1,0 +1,612 @@
+"""The benchmark driver behind ``hack/bench.sh``: webhook vs floor, end to end, and scale.
+
+Expects a running control plane (``hack/control-plane.sh start DIR``) and its DIR. Every
+server under test is its own process; the load generator is another (``bench.loadgen``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shlex
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import trustme
+
+from bench import reviews
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+WEBHOOK_NAME = "irsa-bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------ processes --
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key:
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Pki:
+    def __init__(self, directory: Path) -> None:
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        self.cafile = str(directory / "bench-ca.crt")
+        self.cert = str(directory / "bench-tls.crt")
+        self.key = str(directory / "bench-tls.key")
+        ca.cert_pem.write_to_path(self.cafile)
+        leaf.cert_chain_pems[0].write_to_path(self.cert)
+        leaf.private_key_pem.write_to_path(self.key)
+        self.ca_bundle = __import__("base64").b64encode(ca.cert_pem.bytes()).decode()
+
+
+class Server:
+    """A server process under test: the webhook (``irsa-webhook serve``) or the floor."""
+
+    def __init__(self, name: str, command: list[str], port: int, pki: Pki, log_path: Path) -> None:
+        self.name = name
+        self.port = port
+        self.url = f"https://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.started = time.perf_counter()
+        with log_path.open("wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        self.ready_after = self._wait_ready(pki)
+
+    def _wait_ready(self, pki: Pki) -> float:
+        context = ssl.create_default_context(cafile=pki.cafile)
+        deadline = time.monotonic() + 300
+        with httpx.Client(verify=context, timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+                try:
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return time.perf_counter() - self.started
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} never became ready")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_webhook(
+    plane: Path, pki: Pki, work: Path, tag: str = "webhook", profile: Path | None = None
+) -> Server:
+    port = free_port()
+    entry = (
+        [PYTHON, "-m", "bench.profiled", str(profile)]
+        if profile
+        else [str(Path(PYTHON).parent / "irsa-webhook")]
+    )
+    command = [
+        *entry,
+        "serve",
+        "--kubeconfig", str(plane / "kubeconfig"),
+        "--bind-address", "127.0.0.1",
+        "--port", str(port),
+        "--metrics-port", str(free_port()),
+        "--tls-cert", pki.cert,
+        "--tls-key", pki.key,
+        "--log-format", "json",
+        "--shutdown-delay", "0s",
+        *shlex.split(os.environ.get("IRSA_BENCH_WEBHOOK_ARGS", "")),
+    ]  # fmt: skip
+    return Server(tag, command, port, pki, work / f"{tag}.log")
+
+
+def start_floor(pki: Pki, work: Path) -> Server:
+    port = free_port()
+    command = [
+        PYTHON,
+        "-m",
+        "bench.floor",
+        "--port",
+        str(port),
+        "--tls-cert",
+        pki.cert,
+        "--tls-key",
+        pki.key,
+    ]
+    return Server("floor", command, port, pki, work / "floor.log")
+
+
+def load(
+    server: Server,
+    pki: Pki,
+    *,
+    duration: float,
+    rate: float | None = None,
+    connections: int = 8,
+    accounts: int = 1000,
+) -> dict[str, float]:
+    """Run the load generator against ``server``; add the server's CPU time per request."""
+    command = [
+        PYTHON, "-m", "bench.loadgen",
+        "--url", f"{server.url}/mutate",
+        "--cafile", pki.cafile,
+        "--connections", str(connections),
+        "--duration", str(duration),
+        "--accounts", str(accounts),
+    ]  # fmt: skip
+    if rate:
+        command += ["--rate", str(rate)]
+    before = cpu_seconds(server.pid)
+    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True).stdout
+    used = cpu_seconds(server.pid) - before
+    result: dict[str, float] = orjson.loads(out)
+    # CPU covers the warm-up requests too, so it is divided by every request sent.
+    result["cpu_us_per_req"] = used / max(1, result["sent"]) * 1e6
+    return result
+
+
+# ------------------------------------------------------------------ the API server --
+
+
+def admin_client(env: dict[str, str]) -> httpx.Client:
+    return httpx.Client(
+        base_url=env["APISERVER_URL"],
+        verify=ssl.create_default_context(cafile=env["CA_CERT"]),
+        headers={"Authorization": f"Bearer {env['ADMIN_TOKEN']}"},
+        timeout=60,
+    )
+
+
+def create_service_accounts(
+    env: dict[str, str], start: int, stop: int, concurrency: int = 48
+) -> float:
+    """Create ServiceAccounts ``start..stop-1`` (409 is fine); returns the seconds it took."""
+
+    async def create() -> None:
+        async with httpx.AsyncClient(
+            base_url=env["APISERVER_URL"],
+            verify=ssl.create_default_context(cafile=env["CA_CERT"]),
+            headers={"Authorization": f"Bearer {env['ADMIN_TOKEN']}"},
+            timeout=120,
+            limits=httpx.Limits(max_connections=concurrency),
+        ) as client:
+            for index in range(reviews.NAMESPACES):
+                namespace = reviews.account_key(index)[0]
+                body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+                await client.post("/api/v1/namespaces", json=body)
+            queue = iter(range(start, stop))
+
+            async def worker() -> None:
+                for index in queue:
+                    namespace, _ = reviews.account_key(index)
+                    response = await client.post(
+                        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                        content=orjson.dumps(reviews.service_account(index)),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    if response.status_code not in (201, 409):
+                        raise RuntimeError(f"creating a ServiceAccount: {response.text[:300]}")
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    began = time.perf_counter()
+    asyncio.run(create())
+    return time.perf_counter() - began
+
+
+def count_service_accounts(env: dict[str, str]) -> int:
+    with admin_client(env) as client:
+        total = 0
+        for index in range(reviews.NAMESPACES):
+            namespace = reviews.account_key(index)[0]
+            response = client.get(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts", params={"limit": "1"}
+            )
+            if response.status_code == 200:
+                meta = response.json()["metadata"]
+                total += len(response.json()["items"]) + int(meta.get("remainingItemCount") or 0)
+        return total
+
+
+def ensure_service_accounts(env: dict[str, str], wanted: int) -> None:
+    have = count_service_accounts(env)
+    # Each namespace also holds no default SA here (no controllers run), so the count is ours.
+    if have < wanted:
+        seconds = create_service_accounts(env, have, wanted)
+        log(f"created ServiceAccounts {have}..{wanted - 1} in {seconds:.1f} s")
+
+
+# ----------------------------------------------------------------------- reporting --
+
+
+def median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def table(title: str, rows: dict[str, list[dict[str, float]]]) -> None:
+    print(f"\n{title}  (median of {len(next(iter(rows.values())))} interleaved runs)")
+    print(
+        f"  {'server':<8} {'rps':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'errors':>7}"
+    )
+    for name, runs in rows.items():
+        print(
+            f"  {name:<8} {median(runs, 'rps'):>8.0f} {median(runs, 'p50_ms'):>8.2f} "
+            f"{median(runs, 'p90_ms'):>8.2f} {median(runs, 'p99_ms'):>8.2f} "
+            f"{median(runs, 'cpu_us_per_req'):>11.0f} {sum(r['errors'] for r in runs):>7.0f}"
+        )
+
+
+# --------------------------------------------------------------------------- modes --
+
+
+def side_by_side(
+    plane: Path, work: Path, quick: bool, rate: float
+) -> tuple[Server, Pki, float, float, float]:
+    env = read_env(plane / "env")
+    ensure_service_accounts(env, 1000)
+    pki = Pki(work)
+    webhook = start_webhook(plane, pki, work)
+    floor = start_floor(pki, work)
+    rounds, duration = (3, 2.0) if quick else (5, 4.0)
+    saturation: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": []}
+    fixed: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": []}
+    ratios = []
+    try:
+        for round_ in range(rounds):
+            order = [webhook, floor] if round_ % 2 == 0 else [floor, webhook]
+            this = {}
+            for server in order:
+                this[server.name] = load(server, pki, duration=duration)
+                saturation[server.name].append(this[server.name])
+                fixed[server.name].append(load(server, pki, duration=duration, rate=rate))
+            ratios.append(this["webhook"]["rps"] / this["floor"]["rps"])
+            log(
+                f"round {round_ + 1}/{rounds}: saturation webhook {this['webhook']['rps']:.0f} rps, "
+                f"floor {this['floor']['rps']:.0f} rps; at {rate:.0f}/s webhook p99 "
+                f"{fixed['webhook'][-1]['p99_ms']:.2f} ms"
+            )
+    finally:
+        floor.stop()
+    print(f"\nmachine: {os.cpu_count()} CPUs; load generator, webhook and floor share them")
+    print(
+        f"reviews: {len(reviews.review(0))} bytes each, 64 distinct, 1,000 ServiceAccounts; 8 keep-alive TLS connections"
+    )
+    table("saturation", saturation)
+    table(f"fixed rate {rate:.0f}/s", fixed)
+    ratio = statistics.median(ratios)
+    print(f"\nthroughput ratio webhook/floor per round: {', '.join(f'{r:.3f}' for r in ratios)}")
+    return (
+        webhook,
+        pki,
+        ratio,
+        median(fixed["webhook"], "p99_ms"),
+        median(saturation["webhook"], "rps"),
+    )
+
+
+def _histogram(
+    text: str, metric: str, match: str
+) -> tuple[float, float, list[tuple[float, float]]]:
+    count = total = 0.0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(metric) or match not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith(f"{metric}_count"):
+            count += float(value)
+        elif name.startswith(f"{metric}_sum"):
+            total += float(value)
+        elif name.startswith(f"{metric}_bucket"):
+            bound = name.split('le="', 1)[1].split('"', 1)[0]
+            le = float("inf") if bound == "+Inf" else float(bound)
+            buckets[le] = buckets.get(le, 0.0) + float(value)
+    return count, total, sorted(buckets.items())
+
+
+def _bucket_quantile(q: float, buckets: list[tuple[float, float]], count: float) -> float:
+    for le, cumulative in buckets:
+        if cumulative >= q * count:
+            return le
+    return float("inf")
+
+
+def end_to_end(plane: Path, webhook: Server, pki: Pki, pods: int) -> float:
+    """Pod create (dry-run=All) through the API server: webhook called vs not called."""
+    env = read_env(plane / "env")
+    label = "irsa-bench"
+    on, off = "bench-e2e-on", "bench-e2e-off"
+    with admin_client(env) as client:
+        for namespace, labels in ((on, {label: "enabled"}), (off, {})):
+            client.post(
+                "/api/v1/namespaces",
+                json={
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": namespace, "labels": labels},
+                },
+            )
+            client.post(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                json={
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": "app",
+                        "annotations": {
+                            "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/e2e"
+                        },
+                    },
+                },
+            )
+        configuration = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": WEBHOOK_NAME},
+            "webhooks": [
+                {
+                    "name": f"{WEBHOOK_NAME}.bench.irsa-webhook.dev",
+                    "clientConfig": {"url": f"{webhook.url}/mutate", "caBundle": pki.ca_bundle},
+                    "rules": [
+                        {
+                            "operations": ["CREATE"],
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "resources": ["pods"],
+                        }
+                    ],
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Fail",
+                    "timeoutSeconds": 10,
+                    "reinvocationPolicy": "IfNeeded",
+                    "namespaceSelector": {"matchLabels": {label: "enabled"}},
+                }
+            ],
+        }
+        path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+        client.delete(f"{path}/{WEBHOOK_NAME}")
+        client.post(path, json=configuration).raise_for_status()
+
+        def create(namespace: str) -> tuple[float, bytes]:
+            body = reviews.pod(namespace, "app")
+            del (
+                body["metadata"]["managedFields"],
+                body["metadata"]["ownerReferences"],
+                body["status"],
+            )
+            began = time.perf_counter()
+            response = client.post(
+                f"/api/v1/namespaces/{namespace}/pods",
+                params={"dryRun": "All"},
+                content=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+            elapsed = time.perf_counter() - began
+            response.raise_for_status()
+            return elapsed, response.content
+
+        deadline = time.monotonic() + 60
+        while b"AWS_ROLE_ARN" not in create(on)[1]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the webhook configuration never took effect")
+            time.sleep(0.2)
+        for _ in range(20):
+            create(on), create(off)
+        metric = "apiserver_admission_webhook_admission_duration_seconds"
+        match = f'name="{WEBHOOK_NAME}.bench.irsa-webhook.dev"'
+        before = _histogram(client.get("/metrics").text, metric, match)
+        with_webhook, without = [], []
+        for index in range(pods):
+            order = (on, off) if index % 2 == 0 else (off, on)
+            for namespace in order:
+                elapsed, content = create(namespace)
+                (with_webhook if namespace == on else without).append(elapsed * 1000)
+                assert (b"AWS_ROLE_ARN" in content) == (namespace == on)
+        after = _histogram(client.get("/metrics").text, metric, match)
+        client.delete(f"{path}/{WEBHOOK_NAME}")
+    count = after[0] - before[0]
+    mean = (after[1] - before[1]) / count * 1000 if count else 0.0
+    delta = [(le, c - dict(before[2]).get(le, 0.0)) for le, c in after[2]]
+    added = statistics.median(with_webhook) - statistics.median(without)
+    print(
+        f"\nend to end: {pods} pod creates (dryRun=All) each way, interleaved, one keep-alive client"
+    )
+    for name, values in (("webhook called", with_webhook), ("no webhook", without)):
+        values.sort()
+        print(
+            f"  {name:<15} median {statistics.median(values):6.2f} ms  p90 {values[int(0.9 * len(values))]:6.2f} ms  p99 {values[int(0.99 * len(values))]:6.2f} ms"
+        )
+    print(f"  added median latency: {added:.2f} ms")
+    print(
+        f"  {metric}{{{match}}}: {count:.0f} calls, mean {mean:.2f} ms, "
+        f"p50 <= {_bucket_quantile(0.5, delta, count) * 1000:g} ms, p99 <= {_bucket_quantile(0.99, delta, count) * 1000:g} ms (bucket bounds)"
+    )
+    return added
+
+
+def lookup_cost(entries: int) -> float:
+    """ns per ServiceAccountCache.get over ``entries`` cached ServiceAccounts (hits)."""
+    from irsa_webhook.cache import ServiceAccountCache
+    from irsa_webhook.config import MutationSettings
+    from irsa_webhook.identity import parse_service_account
+
+    settings = MutationSettings()
+    cache = ServiceAccountCache(None, settings)  # type: ignore[arg-type]  # get() never calls the API
+    items = {}
+    for index in range(entries):
+        namespace, name = reviews.account_key(index)
+        annotations = reviews.service_account(index)["metadata"]["annotations"]
+        items[(sys.intern(namespace), name)] = parse_service_account(annotations, settings)
+    cache._reflector.items = items  # the benchmark fills the cache directly
+    pick = random.Random(1).randrange  # noqa: S311 - sampling keys, not secrets
+    keys = [reviews.account_key(pick(entries)) for _ in range(1000)]
+    get = cache.get
+    best = min(timeit.repeat(lambda: [get(ns, n) for ns, n in keys], number=20, repeat=5))
+    return best / (20 * len(keys)) * 1e9
+
+
+def burst(plane: Path, webhook: Server, pki: Pki, accounts: int, rate: float) -> None:
+    """p99 at ``rate`` while 1,000 ServiceAccounts change (watch events), against a quiet run."""
+    env = read_env(plane / "env")
+    quiet = load(webhook, pki, duration=4, rate=rate, accounts=accounts)
+
+    async def patch_all() -> float:
+        async with httpx.AsyncClient(
+            base_url=env["APISERVER_URL"],
+            verify=ssl.create_default_context(cafile=env["CA_CERT"]),
+            headers={"Authorization": f"Bearer {env['ADMIN_TOKEN']}"},
+            timeout=120,
+        ) as client:
+            await asyncio.sleep(1.0)
+            began = time.perf_counter()
+            queue = iter(range(1000))
+
+            async def worker() -> None:
+                for index in queue:
+                    namespace, name = reviews.account_key(index)
+                    body = {
+                        "metadata": {
+                            "annotations": {
+                                "eks.amazonaws.com/role-arn": f"{reviews.ROLE_PREFIX}{index}-b{time.time_ns()}"
+                            }
+                        }
+                    }
+                    response = await client.patch(
+                        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
+                        content=orjson.dumps(body),
+                        headers={"Content-Type": "application/merge-patch+json"},
+                    )
+                    response.raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(32)))
+            return time.perf_counter() - began
+
+    command_result: dict[str, Any] = {}
+
+    def run_load() -> None:
+        command_result.update(load(webhook, pki, duration=4, rate=rate, accounts=accounts))
+
+    import threading
+
+    thread = threading.Thread(target=run_load)
+    thread.start()
+    seconds = asyncio.run(patch_all())
+    thread.join()
+    print(
+        f"  watch burst: 1,000 ServiceAccount updates in {seconds:.1f} s during a 4 s run at {rate:.0f}/s: "
+        f"p99 {command_result['p99_ms']:.2f} ms (quiet run: {quiet['p99_ms']:.2f} ms), "
+        f"p50 {command_result['p50_ms']:.2f} ms (quiet {quiet['p50_ms']:.2f}), errors {command_result['errors']:.0f}"
+    )
+
+
+def scale(plane: Path, work: Path, sizes: list[int], rate: float) -> None:
+    env = read_env(plane / "env")
+    pki = Pki(work)
+    print(
+        "\nscale: a fresh `irsa-webhook serve` per size; first sync = process start to /readyz 200"
+    )
+    print(f"  {'SAs':>7} {'first sync s':>13} {'RSS MB':>8} {'get ns':>8}")
+    for size in sizes:
+        ensure_service_accounts(env, size)
+        webhook = start_webhook(plane, pki, work, tag=f"webhook-{size}")
+        try:
+            time.sleep(1.0)  # let the first watch settle before reading RSS
+            print(
+                f"  {size:>7} {webhook.ready_after:>13.2f} {rss_mb(webhook.pid):>8.1f} {lookup_cost(size):>8.0f}",
+                flush=True,
+            )
+            if size == sizes[-1]:
+                burst(plane, webhook, pki, size, rate)
+                print(f"  RSS after the burst: {rss_mb(webhook.pid):.1f} MB")
+        finally:
+            webhook.stop()
+
+
+def profile(plane: Path, work: Path, seconds: float) -> None:
+    """Saturate a webhook running under pyinstrument; print the hot path's profile."""
+    ensure_service_accounts(read_env(plane / "env"), 1000)
+    pki = Pki(work)
+    out = work / "profile.txt"
+    webhook = start_webhook(plane, pki, work, profile=out)
+    try:
+        result = load(webhook, pki, duration=seconds)
+    finally:
+        webhook.stop()
+    print(f"saturation under the profiler: {result['rps']:.0f} rps\n")
+    print(out.read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--plane", required=True, type=Path, help="hack/control-plane.sh DIR")
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--mode", choices=("bench", "scale", "profile"), default="bench")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--sizes", default="1000,10000,50000")
+    args = parser.parse_args()
+    if args.mode == "profile":
+        profile(args.plane, args.work, 10.0)
+        return 0
+    if args.mode == "scale":
+        scale(args.plane, args.work, [int(s) for s in args.sizes.split(",")], args.rate)
+        return 0
+    webhook, pki, ratio, p99, rps = side_by_side(args.plane, args.work, args.quick, args.rate)
+    try:
+        end_to_end(args.plane, webhook, pki, 50 if args.quick else 300)
+    finally:
+        webhook.stop()
+    print(f"RESULT throughput_ratio={ratio:.3f} p99_ms={p99:.2f} rps={rps:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
