@@ -20,7 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from irsa_webhook.admission import EnvelopeError, decode_review, encode_response, error_body
+from irsa_webhook.admission import (
+    EnvelopeError,
+    ReviewRequest,
+    decode_review,
+    encode_response,
+    error_body,
+)
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.decision import Decision, Sources, decide, warning_reason
 from irsa_webhook.identity import (
@@ -167,37 +173,45 @@ async def _mutate(request: Request, state: WebhookState) -> Response:
             entry = await state.service_accounts.lookup(review.namespace, review.service_account)
         sources = Sources(entry, state.config_map.current, state.container_credentials.current)
         decision = decide(review, sources, state.settings, state.random_int)
-        _record(state, decision)
-        logger.info(
-            "admission decision",
-            extra={
-                "namespace": review.namespace,
-                "pod": review.pod_name,
-                "service_account": review.service_account,
-                "role_arn": decision.identity.role_arn if decision.identity else "",
-                "mode": decision.identity.mode.value if decision.identity else "",
-                "source": decision.identity.source if decision.identity else "",
-                "outcome": decision.outcome,
-                "mutated": ",".join(decision.mutated),
-                "skipped": ",".join(decision.skipped),
-                "warnings": len(decision.warnings),
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-        )
+        _log_decision(review, decision, started)
     body = encode_response(review, decision.patch, decision.warnings)
-    state.metrics.request_duration.labels(decision.outcome).observe(time.perf_counter() - started)
+    state.metrics.observe_decision(
+        decision.outcome,
+        decision.identity.mode.value if decision.identity else None,
+        [warning_reason(warning) for warning in decision.warnings],
+        time.perf_counter() - started,
+    )
     return _json(200, body)
 
 
-def _record(state: WebhookState, decision: Decision) -> None:
-    metrics = state.metrics
-    metrics.decisions.labels(decision.outcome).inc()
-    if decision.identity is not None:
-        metrics.count_pod(decision.identity.mode.value)
-    elif decision.outcome == "missing-service-account":
-        metrics.count_missing_service_account()
-    for warning in decision.warnings:
-        metrics.warnings.labels(warning_reason(warning)).inc()
+def _log_decision(review: ReviewRequest, decision: Decision, started: float) -> None:
+    """Routine decisions at debug (the reference logs them at -v=3), anything a user must act
+    on at info: at hundreds of pods/s an info line per pod is noise and costs real CPU."""
+    level = (
+        logging.INFO
+        if decision.warnings or decision.outcome == "missing-service-account"
+        else logging.DEBUG
+    )
+    if not logger.isEnabledFor(level):
+        return
+    identity = decision.identity
+    logger.log(
+        level,
+        "admission decision",
+        extra={
+            "namespace": review.namespace,
+            "pod": review.pod_name,
+            "service_account": review.service_account,
+            "role_arn": identity.role_arn if identity else "",
+            "mode": identity.mode.value if identity else "",
+            "source": identity.source if identity else "",
+            "outcome": decision.outcome,
+            "mutated": ",".join(decision.mutated),
+            "skipped": ",".join(decision.skipped),
+            "warnings": len(decision.warnings),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        },
+    )
 
 
 def create_metrics_app(

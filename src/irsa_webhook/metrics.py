@@ -61,6 +61,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._latency_children: dict[tuple[str, str], Histogram] = {}
+        self._outcome_children: dict[str, tuple[Counter, Histogram]] = {}
         registry = self.registry
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -130,10 +132,29 @@ class Metrics:
 
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         self._reference.requests[(verb, path, str(code))] += 1
-        self.request_latencies_us.labels(verb, path).observe(seconds * 1e6)
+        latency = self._latency_children.get((verb, path))
+        if latency is None:
+            latency = self._latency_children[(verb, path)] = self.request_latencies_us.labels(
+                verb, path
+            )
+        latency.observe(seconds * 1e6)
 
-    def count_pod(self, method: str) -> None:
-        self._reference.pods[method] += 1
-
-    def count_missing_service_account(self) -> None:
-        self._reference.missing_service_accounts += 1
+    def observe_decision(
+        self, outcome: str, mode: str | None, warning_reasons: list[str], seconds: float
+    ) -> None:
+        """One answered admission request. ``labels()`` is looked up once per outcome: it
+        costs more than the increment itself on the hot path."""
+        children = self._outcome_children.get(outcome)
+        if children is None:
+            children = self._outcome_children[outcome] = (
+                self.decisions.labels(outcome),
+                self.request_duration.labels(outcome),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        if mode is not None:
+            self._reference.pods[mode] += 1
+        elif outcome == "missing-service-account":
+            self._reference.missing_service_accounts += 1
+        for reason in warning_reasons:
+            self.warnings.labels(reason).inc()

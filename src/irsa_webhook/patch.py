@@ -8,9 +8,12 @@ any other change replaces that one list. Nothing outside what changed is ever to
 
 from __future__ import annotations
 
+from operator import is_
 from typing import Any
 
 Operation = dict[str, Any]
+
+_MISSING = object()
 
 
 def escape(token: str) -> str:
@@ -39,33 +42,52 @@ def _diff(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
 def _diff_objects(
     old: dict[str, Any], new: dict[str, Any], path: str, operations: list[Operation]
 ) -> None:
-    for key, value in new.items():
+    # Values shared by the copy-on-write mutation are skipped in one C-level pass: nothing
+    # below them changed. Only the few keys left are walked.
+    changed = [key for key, value in new.items() if old.get(key, _MISSING) is not value]
+    for key in changed:
+        value = new[key]
         child = f"{path}/{escape(key)}"
         if key not in old:
             operations.append({"op": "add", "path": child, "value": value})
         else:
             _diff(old[key], value, child, operations)
-    operations.extend(
-        {"op": "remove", "path": f"{path}/{escape(key)}"} for key in old if key not in new
-    )
+    if not old.keys() <= new.keys():
+        operations.extend(
+            {"op": "remove", "path": f"{path}/{escape(key)}"} for key in old if key not in new
+        )
 
 
 def _diff_lists(old: list[Any], new: list[Any], path: str, operations: list[Operation]) -> None:
-    if len(old) == len(new):
+    kept = len(old)
+    if kept == len(new):
         for index, (old_item, new_item) in enumerate(zip(old, new, strict=True)):
-            _diff(old_item, new_item, f"{path}/{index}", operations)
+            if old_item is not new_item:
+                _diff(old_item, new_item, f"{path}/{index}", operations)
         return
-    grown = len(new) - len(old)
-    if grown > 0 and _same_items(old, new[: len(old)]):
-        operations.extend(
-            {"op": "add", "path": f"{path}/-", "value": item} for item in new[len(old) :]
-        )
-        return
-    if grown > 0 and _same_items(old, new[grown:]):
-        operations.extend(
-            {"op": "add", "path": f"{path}/{index}", "value": item}
-            for index, item in enumerate(new[:grown])
-        )
+    grown = len(new) - kept
+    if grown > 0:
+        # Identity first: the mutation appends to or prepends onto the very same items, so the
+        # deep comparison is needed only for pods built some other way.
+        if all(map(is_, old, new)):
+            appended = True
+        elif all(map(is_, old, new[grown:])):
+            appended = False
+        elif _same_items(old, new[:kept]):
+            appended = True
+        elif _same_items(old, new[grown:]):
+            appended = False
+        else:
+            operations.append({"op": "replace", "path": path, "value": new})
+            return
+        if appended:
+            end = f"{path}/-"
+            operations += [{"op": "add", "path": end, "value": item} for item in new[kept:]]
+        else:
+            operations += [
+                {"op": "add", "path": f"{path}/{index}", "value": item}
+                for index, item in enumerate(new[:grown])
+            ]
         return
     operations.append({"op": "replace", "path": path, "value": new})
 

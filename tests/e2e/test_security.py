@@ -95,7 +95,12 @@ def test_logs_at_the_default_level_hold_no_token_key_or_pod_body(
     for index, account in enumerate(["s3", "plain", "s3"]):
         body = pod(namespace, f"p{index}", account)
         body["spec"]["containers"][0]["env"] = [{"name": "SECRET", "value": secret_marker}]
-        body["metadata"]["annotations"] = {"secret": secret_marker}
+        # A warning makes the decision an info line (routine ones are debug), so the default
+        # level has decision lines to check.
+        body["metadata"]["annotations"] = {
+            "secret": secret_marker,
+            "eks.amazonaws.com/skip-containers": "no-such-container",
+        }
         control_plane.kubectl("create", "-f", "-", stdin=orjson.dumps(body).decode())
     # Broken bodies take the error path, which logs a reason, never the body.
     for broken in (b'{"request": {"object": "' + secret_marker.encode(), b"\xff" + REVIEW):
@@ -108,7 +113,7 @@ def test_logs_at_the_default_level_hold_no_token_key_or_pod_body(
         assert response.status_code == 400
 
     logs = webhook.logs()
-    assert f'"namespace":"{namespace}"' in logs  # the decisions were logged at all
+    assert f'"namespace":"{namespace}"' in logs  # the warned decisions were logged at all
     kubeconfig = yaml.safe_load((webhook.directory / "kubeconfig").read_text())
     token = kubeconfig["users"][0]["user"]["token"]
     for secret in (
