@@ -2,7 +2,11 @@
 same TLS context) with a ``/mutate`` that answers a fixed, precomputed AdmissionReview response
 without reading the pod. What the webhook costs above this is the cost of its own work.
 
-``python -m bench.floor --port P --tls-cert C --tls-key K``; serves until SIGTERM.
+With ``--parse`` the handler also reads the body and parses it with orjson, then answers the same
+fixed response: the least any webhook that looks at the pod must do. The gap between the two
+floors is what parsing alone costs; the webhook cannot get closer to the floor than that.
+
+``python -m bench.floor --port P --tls-cert C --tls-key K [--parse]``; serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import base64
 import signal
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from irsa_webhook.config import ServerSettings
@@ -41,12 +45,21 @@ RESPONSE = orjson.dumps(
 )
 
 
-def create_floor_app() -> FastAPI:
+def create_floor_app(parse: bool = False) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.post("/mutate")
-    async def mutate() -> Response:
-        return Response(RESPONSE, media_type="application/json")
+    if parse:
+
+        @app.post("/mutate")
+        async def parse_and_answer(request: Request) -> Response:
+            orjson.loads(await request.body())
+            return Response(RESPONSE, media_type="application/json")
+
+    else:
+
+        @app.post("/mutate")
+        async def answer() -> Response:
+            return Response(RESPONSE, media_type="application/json")
 
     @app.get("/readyz")
     async def readyz() -> Response:
@@ -55,11 +68,11 @@ def create_floor_app() -> FastAPI:
     return app
 
 
-async def _serve(port: int, cert: str, key: str) -> None:
+async def _serve(port: int, cert: str, key: str, parse: bool) -> None:
     settings = ServerSettings(bind_address="127.0.0.1", port=port, metrics_port=port + 1)
     context = create_context(settings.tls_min_version, settings.tls_cipher_suites)
     context.load_cert_chain(cert, key)
-    server = HttpServer(uvicorn_config(create_floor_app(), settings, port, context))
+    server = HttpServer(uvicorn_config(create_floor_app(parse), settings, port, context))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
@@ -71,8 +84,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tls-cert", required=True)
     parser.add_argument("--tls-key", required=True)
+    parser.add_argument("--parse", action="store_true", help="read and parse the body first")
     args = parser.parse_args()
-    asyncio.run(_serve(args.port, args.tls_cert, args.tls_key))
+    asyncio.run(_serve(args.port, args.tls_cert, args.tls_key, args.parse))
 
 
 if __name__ == "__main__":

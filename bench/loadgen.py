@@ -85,6 +85,8 @@ async def run(
     warmup: float,
 ) -> dict[str, float]:
     parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise SystemExit(f"--url {url} needs a host and a port")
     payloads = _requests(parts.netloc, parts.path or "/", reviews(accounts))
     context = ssl.create_default_context(cafile=cafile)
     loop = asyncio.get_running_loop()

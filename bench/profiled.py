@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pyinstrument import Profiler
+from pyinstrument import Profiler  # type: ignore[import-not-found]  # not a dependency
 
 from irsa_webhook.cli import main
 

@@ -147,20 +147,17 @@ def start_webhook(
     return Server(tag, command, port, pki, work / f"{tag}.log")
 
 
-def start_floor(pki: Pki, work: Path) -> Server:
+def start_floor(pki: Pki, work: Path, parse: bool = False) -> Server:
     port = free_port()
+    name = "parse-floor" if parse else "floor"
     command = [
-        PYTHON,
-        "-m",
-        "bench.floor",
-        "--port",
-        str(port),
-        "--tls-cert",
-        pki.cert,
-        "--tls-key",
-        pki.key,
-    ]
-    return Server("floor", command, port, pki, work / "floor.log")
+        PYTHON, "-m", "bench.floor",
+        "--port", str(port),
+        "--tls-cert", pki.cert,
+        "--tls-key", pki.key,
+        *(["--parse"] if parse else []),
+    ]  # fmt: skip
+    return Server(name, command, port, pki, work / f"{name}.log")
 
 
 def load(
@@ -272,12 +269,12 @@ def median(rows: list[dict[str, float]], key: str) -> float:
 
 def table(title: str, rows: dict[str, list[dict[str, float]]]) -> None:
     print(f"\n{title}  (median of {len(next(iter(rows.values())))} interleaved runs)")
-    print(
-        f"  {'server':<8} {'rps':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'cpu us/req':>11} {'errors':>7}"
-    )
+    columns = ("rps", "p50 ms", "p90 ms", "p99 ms")
+    header = " ".join(f"{column:>8}" for column in columns)
+    print(f"  {'server':<11} {header} {'cpu us/req':>11} {'errors':>7}")
     for name, runs in rows.items():
         print(
-            f"  {name:<8} {median(runs, 'rps'):>8.0f} {median(runs, 'p50_ms'):>8.2f} "
+            f"  {name:<11} {median(runs, 'rps'):>8.0f} {median(runs, 'p50_ms'):>8.2f} "
             f"{median(runs, 'p90_ms'):>8.2f} {median(runs, 'p99_ms'):>8.2f} "
             f"{median(runs, 'cpu_us_per_req'):>11.0f} {sum(r['errors'] for r in runs):>7.0f}"
         )
@@ -294,10 +291,11 @@ def side_by_side(
     pki = Pki(work)
     webhook = start_webhook(plane, pki, work)
     floor = start_floor(pki, work)
+    parse_floor = start_floor(pki, work, parse=True)
     rounds, duration = (3, 2.0) if quick else (5, 4.0)
-    saturation: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": []}
+    saturation: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": [], "parse-floor": []}
     fixed: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": []}
-    ratios = []
+    ratios, ceilings = [], []
     try:
         for round_ in range(rounds):
             order = [webhook, floor] if round_ % 2 == 0 else [floor, webhook]
@@ -306,22 +304,34 @@ def side_by_side(
                 this[server.name] = load(server, pki, duration=duration)
                 saturation[server.name].append(this[server.name])
                 fixed[server.name].append(load(server, pki, duration=duration, rate=rate))
+            # Saturation only: it is there to show what parsing alone costs.
+            this[parse_floor.name] = load(parse_floor, pki, duration=duration)
+            saturation[parse_floor.name].append(this[parse_floor.name])
             ratios.append(this["webhook"]["rps"] / this["floor"]["rps"])
+            ceilings.append(this["parse-floor"]["rps"] / this["floor"]["rps"])
             log(
-                f"round {round_ + 1}/{rounds}: saturation webhook {this['webhook']['rps']:.0f} rps, "
+                f"round {round_ + 1}/{rounds}: "
+                f"saturation webhook {this['webhook']['rps']:.0f} rps, "
                 f"floor {this['floor']['rps']:.0f} rps; at {rate:.0f}/s webhook p99 "
                 f"{fixed['webhook'][-1]['p99_ms']:.2f} ms"
             )
     finally:
         floor.stop()
+        parse_floor.stop()
     print(f"\nmachine: {os.cpu_count()} CPUs; load generator, webhook and floor share them")
     print(
-        f"reviews: {len(reviews.review(0))} bytes each, 64 distinct, 1,000 ServiceAccounts; 8 keep-alive TLS connections"
+        f"reviews: {len(reviews.review(0))} bytes each, 64 distinct, 1,000 ServiceAccounts; "
+        "8 keep-alive TLS connections"
     )
     table("saturation", saturation)
     table(f"fixed rate {rate:.0f}/s", fixed)
     ratio = statistics.median(ratios)
     print(f"\nthroughput ratio webhook/floor per round: {', '.join(f'{r:.3f}' for r in ratios)}")
+    print(
+        "ceiling: parse-floor/floor per round (reading + parsing the review, nothing else): "
+        + ", ".join(f"{r:.3f}" for r in ceilings)
+        + f"; median {statistics.median(ceilings):.3f}"
+    )
     return (
         webhook,
         pki,
@@ -443,7 +453,8 @@ def end_to_end(plane: Path, webhook: Server, pki: Pki, pods: int) -> float:
         metric = "apiserver_admission_webhook_admission_duration_seconds"
         match = f'name="{WEBHOOK_NAME}.bench.irsa-webhook.dev"'
         before = _histogram(client.get("/metrics").text, metric, match)
-        with_webhook, without = [], []
+        with_webhook: list[float] = []
+        without: list[float] = []
         for index in range(pods):
             order = (on, off) if index % 2 == 0 else (off, on)
             for namespace in order:
@@ -455,19 +466,23 @@ def end_to_end(plane: Path, webhook: Server, pki: Pki, pods: int) -> float:
     count = after[0] - before[0]
     mean = (after[1] - before[1]) / count * 1000 if count else 0.0
     delta = [(le, c - dict(before[2]).get(le, 0.0)) for le, c in after[2]]
-    added = statistics.median(with_webhook) - statistics.median(without)
+    added: float = statistics.median(with_webhook) - statistics.median(without)
     print(
-        f"\nend to end: {pods} pod creates (dryRun=All) each way, interleaved, one keep-alive client"
+        f"\nend to end: {pods} pod creates (dryRun=All) each way, interleaved, "
+        "one keep-alive client"
     )
     for name, values in (("webhook called", with_webhook), ("no webhook", without)):
         values.sort()
+        p90, p99 = values[int(0.9 * len(values))], values[int(0.99 * len(values))]
         print(
-            f"  {name:<15} median {statistics.median(values):6.2f} ms  p90 {values[int(0.9 * len(values))]:6.2f} ms  p99 {values[int(0.99 * len(values))]:6.2f} ms"
+            f"  {name:<15} median {statistics.median(values):6.2f} ms  "
+            f"p90 {p90:6.2f} ms  p99 {p99:6.2f} ms"
         )
     print(f"  added median latency: {added:.2f} ms")
     print(
         f"  {metric}{{{match}}}: {count:.0f} calls, mean {mean:.2f} ms, "
-        f"p50 <= {_bucket_quantile(0.5, delta, count) * 1000:g} ms, p99 <= {_bucket_quantile(0.99, delta, count) * 1000:g} ms (bucket bounds)"
+        f"p50 <= {_bucket_quantile(0.5, delta, count) * 1000:g} ms, "
+        f"p99 <= {_bucket_quantile(0.99, delta, count) * 1000:g} ms (bucket bounds)"
     )
     return added
 
@@ -512,13 +527,8 @@ def burst(plane: Path, webhook: Server, pki: Pki, accounts: int, rate: float) ->
             async def worker() -> None:
                 for index in queue:
                     namespace, name = reviews.account_key(index)
-                    body = {
-                        "metadata": {
-                            "annotations": {
-                                "eks.amazonaws.com/role-arn": f"{reviews.ROLE_PREFIX}{index}-b{time.time_ns()}"
-                            }
-                        }
-                    }
+                    role = f"{reviews.ROLE_PREFIX}{index}-b{time.time_ns()}"
+                    body = {"metadata": {"annotations": {"eks.amazonaws.com/role-arn": role}}}
                     response = await client.patch(
                         f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
                         content=orjson.dumps(body),
@@ -541,9 +551,11 @@ def burst(plane: Path, webhook: Server, pki: Pki, accounts: int, rate: float) ->
     seconds = asyncio.run(patch_all())
     thread.join()
     print(
-        f"  watch burst: 1,000 ServiceAccount updates in {seconds:.1f} s during a 4 s run at {rate:.0f}/s: "
+        f"  watch burst: 1,000 ServiceAccount updates in {seconds:.1f} s "
+        f"during a 4 s run at {rate:.0f}/s: "
         f"p99 {command_result['p99_ms']:.2f} ms (quiet run: {quiet['p99_ms']:.2f} ms), "
-        f"p50 {command_result['p50_ms']:.2f} ms (quiet {quiet['p50_ms']:.2f}), errors {command_result['errors']:.0f}"
+        f"p50 {command_result['p50_ms']:.2f} ms (quiet {quiet['p50_ms']:.2f}), "
+        f"errors {command_result['errors']:.0f}"
     )
 
 
@@ -560,7 +572,8 @@ def scale(plane: Path, work: Path, sizes: list[int], rate: float) -> None:
         try:
             time.sleep(1.0)  # let the first watch settle before reading RSS
             print(
-                f"  {size:>7} {webhook.ready_after:>13.2f} {rss_mb(webhook.pid):>8.1f} {lookup_cost(size):>8.0f}",
+                f"  {size:>7} {webhook.ready_after:>13.2f} {rss_mb(webhook.pid):>8.1f} "
+                f"{lookup_cost(size):>8.0f}",
                 flush=True,
             )
             if size == sizes[-1]:
