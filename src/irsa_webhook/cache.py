@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random as _random
 import sys
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 LIST_PAGE_SIZE = 500
 BACKOFF_START = 0.1
 BACKOFF_CAP = 30.0
+LOOKUP_FAILURE_LOG_INTERVAL = 10.0
 
 Key = tuple[str, str]
 """(namespace, name). The namespace string is interned: 50k ServiceAccounts share a few hundred."""
@@ -146,9 +148,15 @@ class Reflector(Generic[T]):
                 if exc.status == 410:
                     reason = "expired"
                     self._must_list = True
+                    # The server answered, so it is up: relist now, not after an outage's backoff.
+                    self._backoff.reset()
                     logger.info(
                         "resource version expired; listing again",
-                        extra={"source": self._source, "resource_version": self.resource_version},
+                        extra={
+                            "source": self._source,
+                            "resource_version": self.resource_version,
+                            "detail": exc.message,
+                        },
                     )
                 else:
                     reason = "error"
@@ -190,6 +198,8 @@ class Reflector(Generic[T]):
         self._must_list = False
         self.synced = True
         self._synced_event.set()
+        self._backoff.reset()
+        self._heard_from_server()
         if self._metrics is not None:
             self._metrics.cache_synced.labels(self._source).set(1)
         if self._on_change is not None:
@@ -225,10 +235,17 @@ class Reflector(Generic[T]):
                     if deadline.expired():
                         raise _Inactive from None
                     raise
+                self._heard_from_server()
                 self._apply(event)
                 self._backoff.reset()
         finally:
             await stream.aclose()
+
+    def _heard_from_server(self) -> None:
+        """Bookmarks arrive about once a minute on a healthy watch, so an old timestamp here
+        means the cache is out of touch: it keeps serving what it has (readiness stays up)."""
+        if self._metrics is not None:
+            self._metrics.cache_last_contact.labels(self._source).set(time.time())
 
     def _apply(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
@@ -279,11 +296,15 @@ class ServiceAccountCache:
         metrics: Metrics | None = None,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.synced = False
         self._api = api
         self._settings = settings
         self._grace_period = grace_period
+        self._clock = clock
+        self._quiet_until = float("-inf")
+        self._suppressed_failures = 0
         self._metrics = metrics
         self._fetches: dict[Key, asyncio.Task[tuple[str, ServiceAccountEntry | None]]] = {}
         self._reflector: Reflector[ServiceAccountEntry] = Reflector(
@@ -348,6 +369,27 @@ class ServiceAccountCache:
             self._metrics.cache_size.labels("serviceaccounts").set(len(self._reflector.items))
             self._metrics.used.set(1)
 
+    def _warn_lookup_failed(self, namespace: str, name: str, exc: ApiError) -> None:
+        """One warning per interval: while the API server is down every miss fails the same way,
+        and a line per admission request would bury everything else in the log."""
+        now = self._clock()
+        if now < self._quiet_until:
+            self._suppressed_failures += 1
+            return
+        logger.warning(
+            "live ServiceAccount lookup failed",
+            extra={
+                "namespace": namespace,
+                "service_account": name,
+                "status": exc.status,
+                "reason": exc.reason,
+                "detail": exc.message,
+                "similar_failures_not_logged": self._suppressed_failures,
+            },
+        )
+        self._suppressed_failures = 0
+        self._quiet_until = now + LOOKUP_FAILURE_LOG_INTERVAL
+
     def _forget(self, key: Key, fetch: asyncio.Task[Any]) -> None:
         if self._fetches.get(key) is fetch:
             del self._fetches[key]
@@ -363,16 +405,7 @@ class ServiceAccountCache:
         except ApiError as exc:
             if exc.status == 404:
                 return "not-found", None
-            logger.warning(
-                "live ServiceAccount lookup failed",
-                extra={
-                    "namespace": namespace,
-                    "service_account": name,
-                    "status": exc.status,
-                    "reason": exc.reason,
-                    "detail": exc.message,
-                },
-            )
+            self._warn_lookup_failed(namespace, name, exc)
             return "error", None
         except Exception:
             # Waiters are admission requests: a bug here must cost a lookup, not a request.

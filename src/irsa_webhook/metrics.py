@@ -106,6 +106,13 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.cache_last_contact = Gauge(
+            "irsa_webhook_cache_last_contact_timestamp_seconds",
+            "When the source last heard from the API server (a list or any watch event, "
+            "bookmarks included), as a Unix time: alert when it falls minutes behind",
+            ["source"],
+            registry=registry,
+        )
         self.watch_restarts = Counter(
             "irsa_webhook_watch_restarts",
             "Watch reconnections, by source and reason",

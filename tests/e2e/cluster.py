@@ -75,6 +75,71 @@ class ControlPlane:
             timeout=30,
         )
 
+    def etcd(self) -> Etcd:
+        return Etcd(self.env["ETCD_URL"])
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+class Etcd:
+    """The control plane's etcd, through its v3 JSON gateway (plain HTTP on ETCD_URL).
+
+    For faults behind the API server's back: writes it did not make, compaction. kube-apiserver
+    keeps objects under ``/registry/<resource>/<namespace>/<name>``; it writes protobuf but reads
+    JSON too, so ``put_object`` stores an object as any API server of the cluster could have.
+    Every call returns the store's revision after it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._http = httpx.Client(base_url=url, timeout=30)
+
+    def __enter__(self) -> Etcd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._http.post(f"/v3/{method}", json=body)
+        answer: dict[str, Any] = response.json()
+        if response.status_code != 200 or "error" in answer or "code" in answer:
+            raise AssertionError(f"etcd {method} failed ({response.status_code}): {answer}")
+        return answer
+
+    def revision(self) -> int:
+        """The current revision (a range read of an absent key)."""
+        return int(
+            self._call("kv/range", {"key": _b64("/"), "count_only": True})["header"]["revision"]
+        )
+
+    def put(self, key: str, value: str | bytes) -> int:
+        return int(
+            self._call("kv/put", {"key": _b64(key), "value": _b64(value)})["header"]["revision"]
+        )
+
+    def put_object(self, key: str, obj: dict[str, Any]) -> int:
+        return self.put(key, orjson.dumps(obj))
+
+    def delete(self, key: str) -> int:
+        """Deletes ``key``; asserts that it existed."""
+        answer = self._call("kv/deleterange", {"key": _b64(key)})
+        assert int(answer.get("deleted", 0)) == 1, f"etcd had no {key}"
+        return int(answer["header"]["revision"])
+
+    def compact(self, revision: int) -> None:
+        """Forgets every revision before ``revision``: watches from older ones get 410 Gone."""
+        self._call("kv/compaction", {"revision": str(revision), "physical": True})
+
+    def read_at(self, key: str, revision: int) -> dict[str, Any]:
+        """The raw gateway answer to reading ``key`` as of ``revision`` (an error if compacted)."""
+        response = self._http.post(
+            "/v3/kv/range", json={"key": _b64(key), "revision": str(revision)}
+        )
+        answer: dict[str, Any] = response.json()
+        return answer
+
 
 def read_env(path: Path) -> dict[str, str]:
     env = {}

@@ -1,5 +1,6 @@
-"""API server faults and a soak, on a control plane of this module's own (the session one is
-shared with other tests, and these tests kill its kube-apiserver)."""
+"""API server faults (a killed kube-apiserver, a compacted etcd) and a soak, on a control plane
+of this module's own (the session one is shared with other tests, and these tests kill its
+kube-apiserver and compact its etcd)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import ssl
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,12 +81,39 @@ def cache(webhook: Webhook) -> dict[str, Any]:
     return dump
 
 
-def watch_restarts(webhook: Webhook) -> float:
+def watch_restarts(webhook: Webhook, reason: str | None = None) -> float:
+    """ServiceAccount watch restarts, for one reason or all."""
     total = 0.0
     for line in webhook.metrics().splitlines():
-        if line.startswith("irsa_webhook_watch_restarts_total{") and "serviceaccounts" in line:
+        if (
+            line.startswith("irsa_webhook_watch_restarts_total{")
+            and 'source="serviceaccounts"' in line
+            and (reason is None or f'reason="{reason}"' in line)
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def gauge(webhook: Webhook, sample: str) -> float | None:
+    """The value of one sample, e.g. ``irsa_webhook_cache_size{source="serviceaccounts"}``."""
+    for line in webhook.metrics().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return None
+
+
+def log_records(webhook: Webhook, since: int) -> list[dict[str, Any]]:
+    """The webhook's JSON log records after character ``since`` of its log."""
+    records = []
+    for line in webhook.logs()[since:].splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def review(namespace: str, account: str, uid: str = "u") -> bytes:
@@ -132,6 +161,18 @@ def wait_until(condition: Any, seconds: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
+
+
+def injected_role(plane: ControlPlane, namespace: str, account: str) -> str | None:
+    """Create a pod through the API server; the AWS_ROLE_ARN the webhook gave its container."""
+    created = orjson.loads(
+        plane.kubectl(
+            "create", "-o", "json", "-f", "-",
+            stdin=orjson.dumps(pod(namespace, f"p-{account}", account)).decode(),
+        ).stdout
+    )  # fmt: skip
+    env = created["spec"]["containers"][0].get("env") or []
+    return next((item.get("value") for item in env if item["name"] == "AWS_ROLE_ARN"), None)
 
 
 def test_the_watch_reconnects_after_a_kube_apiserver_kill_and_sees_later_changes(
@@ -185,18 +226,171 @@ def test_the_watch_reconnects_after_a_kube_apiserver_kill_and_sees_later_changes
 
     wait_until(seen, 60, "the cache never caught up after the API server came back")
     assert watch_restarts(hook) > restarts
-    created = orjson.loads(
-        plane.kubectl(
-            "create",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            stdin=orjson.dumps(pod(namespace, "p", "after")).decode(),
-        ).stdout
+    assert injected_role(plane, namespace, "after") == ROLE.format(3)
+    assert "Traceback" not in hook.logs()
+
+
+class Readiness:
+    """Polls the webhook's /readyz in a thread and keeps every answer (-1: no answer)."""
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.codes: list[int] = []
+        self._webhook = webhook
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> Readiness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _poll(self) -> None:
+        with client(self._webhook) as http:
+            while not self._stop.is_set():
+                try:
+                    self.codes.append(http.get(f"{self._webhook.url}/readyz").status_code)
+                except httpx.HTTPError:
+                    self.codes.append(-1)
+                self._stop.wait(0.2)
+
+
+def watch_from(plane: ControlPlane, resource_version: str) -> dict[str, Any]:
+    """The API server's first answer to a ServiceAccount watch from ``resource_version``: the
+    Status of an ERROR event (or of an error response), or {} if the watch just ran."""
+    deadline = time.monotonic() + 60
+    params = {"watch": "1", "resourceVersion": resource_version, "timeoutSeconds": "5"}
+    with plane.client() as api:
+        while True:
+            with api.stream("GET", "/api/v1/serviceaccounts", params=params) as response:
+                if response.status_code == 429 and time.monotonic() < deadline:
+                    time.sleep(0.5)  # its watch cache is still initializing
+                    continue
+                if response.status_code != 200:
+                    response.read()
+                    answer: dict[str, Any] = response.json()
+                    return answer
+                for line in response.iter_lines():
+                    if line:
+                        event = orjson.loads(line)
+                        return dict(event["object"]) if event["type"] == "ERROR" else {}
+                return {}
+
+
+@pytest.mark.timeout(240)
+def test_a_watch_from_a_compacted_resource_version_gets_410_gone_and_the_cache_relists(
+    plane: ControlPlane, hook: Webhook
+) -> None:
+    annotation = "eks.amazonaws.com/role-arn"
+    namespace = make_namespace(plane, "gone")
+    plane.apply(
+        service_account(namespace, "changed", {annotation: ROLE.format(1)}),
+        service_account(namespace, "deleted", {annotation: ROLE.format(1)}),
     )
-    env = {item["name"]: item.get("value") for item in created["spec"]["containers"][0]["env"]}
-    assert env["AWS_ROLE_ARN"] == ROLE.format(3)
+    wait_until(
+        lambda: {f"{namespace}/changed", f"{namespace}/deleted"} <= cache(hook).keys(),
+        60,
+        "the cache never saw the ServiceAccounts",
+    )
+    changed = plane.get("serviceaccount", "changed", "-n", namespace)
+    with plane.client() as api:
+        listed = api.get("/api/v1/serviceaccounts", params={"limit": "1"}).json()
+    version_before = listed["metadata"]["resourceVersion"]
+    expired_before = watch_restarts(hook, "expired")
+    log_start = len(hook.logs())
+
+    with Readiness(hook) as readiness:
+        control_plane_script("stop-apiserver", str(plane.directory), "--kill")
+        try:
+            # Changes the webhook cannot see, as another API server of the cluster would have
+            # written them: one created, one changed, one deleted. Then the history goes.
+            key = f"/registry/serviceaccounts/{namespace}/{{}}"
+            born = service_account(namespace, "born", {annotation: ROLE.format(4)})
+            born["metadata"].update(
+                uid=str(uuid.uuid4()),
+                creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            del changed["metadata"]["resourceVersion"]
+            changed["metadata"]["annotations"][annotation] = ROLE.format(5)
+            with plane.etcd() as etcd:
+                etcd.put_object(key.format("born"), born)
+                etcd.put_object(key.format("changed"), changed)
+                etcd.delete(key.format("deleted"))
+                for index in range(3):
+                    compacted = etcd.put("/irsa-test/bump", str(index))
+                etcd.compact(compacted)
+                assert "compacted" in etcd.read_at(key.format("born"), compacted - 1)["message"]
+            assert int(version_before) < compacted
+            # Meanwhile the webhook serves what it had.
+            with client(hook) as http:
+                response = http.post(
+                    f"{hook.url}/mutate",
+                    content=review(namespace, "changed"),
+                    headers={"Content-Type": "application/json"},
+                )
+            assert role_of(response) == ROLE.format(1)
+        finally:
+            control_plane_script("start-apiserver", str(plane.directory))
+        # Created the moment the API server is back: the relist or the watch after it has it.
+        plane.apply(service_account(namespace, "after", {annotation: ROLE.format(6)}))
+
+        def relisted() -> bool:
+            entries = cache(hook)
+            roles = {
+                name: entries[f"{namespace}/{name}"].get("RoleARN")
+                for name in ("born", "changed", "after")
+                if f"{namespace}/{name}" in entries
+            }
+            return f"{namespace}/deleted" not in entries and roles == {
+                "born": ROLE.format(4),
+                "changed": ROLE.format(5),
+                "after": ROLE.format(6),
+            }
+
+        wait_until(relisted, 120, "the cache never relisted after the API server came back")
+    # /readyz said ready throughout: the cache kept serving, and a relist swaps in a whole list.
+    assert len(readiness.codes) > 5
+    assert set(readiness.codes) == {200}, readiness.codes
+
+    # The API server answers a watch from the old version with 410 Gone ...
+    status = watch_from(plane, version_before)
+    assert status.get("code") == 410, status
+    assert status.get("reason") == "Expired", status
+    assert "too old resource version" in status.get("message", ""), status
+    # ... and so it answered the webhook's watch: counted, logged, followed by a full list.
+    assert watch_restarts(hook, "expired") > expired_before
+    records = [
+        record
+        for record in log_records(hook, log_start)
+        if record.get("logger") == "irsa_webhook.cache"
+        and record.get("source") == "serviceaccounts"
+    ]
+    messages = [record["msg"] for record in records]
+    assert "resource version expired; listing again" in messages, messages
+    expired_at = messages.index("resource version expired; listing again")
+    assert int(records[expired_at]["resource_version"]) < compacted
+    assert "listed" in messages[expired_at:], messages
+    relist = records[messages.index("listed", expired_at)]
+    assert int(relist["resource_version"]) >= compacted
+    assert gauge(hook, 'irsa_webhook_cache_synced{source="serviceaccounts"}') == 1
+
+    # The watch runs again after the relist: a later ServiceAccount arrives by it (nothing
+    # asked the webhook about it, so no live lookup put it there) and mutates a real pod.
+    plane.apply(service_account(namespace, "later", {annotation: ROLE.format(7)}))
+    wait_until(
+        lambda: cache(hook).get(f"{namespace}/later", {}).get("RoleARN") == ROLE.format(7),
+        60,
+        "the watch after the relist never delivered 'later'",
+    )
+    accounts = len(plane.get("serviceaccounts", "--all-namespaces")["items"])
+    wait_until(
+        lambda: gauge(hook, 'irsa_webhook_cache_size{source="serviceaccounts"}') == accounts,
+        30,
+        f"irsa_webhook_cache_size never matched the API server's {accounts} ServiceAccounts",
+    )
+    assert injected_role(plane, namespace, "later") == ROLE.format(7)
     assert "Traceback" not in hook.logs()
 
 

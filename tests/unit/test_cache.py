@@ -334,11 +334,49 @@ def test_errors_back_off_exponentially_and_progress_resets_the_backoff() -> None
 
     async def check() -> None:
         await until(lambda: len(api.watch_calls) == 5)
-        # list error, watch error, watch bug; a bookmark resets; normal close, in-stream error
-        assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4, 0.1, 0.2])
+        # list error; the list that works resets; watch error, watch bug; a bookmark resets;
+        # normal close, in-stream error
+        assert sleeps.delays == pytest.approx([0.1, 0.1, 0.2, 0.1, 0.2])
         assert restarts(metrics, "error") == 4
         assert restarts(metrics, "closed") == 1
         assert api.watch_calls[-1]["resourceVersion"] == "11"
+
+    run(lambda: running(cache, check))
+
+
+def test_a_410_after_an_outage_relists_without_the_outage_backoff() -> None:
+    down = ApiError(503, "ServiceUnavailable", "apiserver is down")
+    api = FakeApi(
+        pages=[page([], version="10"), page([service_account("a", "one")], version="91")],
+        watches=[[down], [down], [down], [ApiError(410, "Expired", "too old resource version")]],
+    )
+    sleeps = Sleeps()
+    metrics = Metrics()
+    cache = new_cache(api, metrics, sleep=sleeps)
+
+    async def check() -> None:
+        await until(lambda: len(api.list_calls) == 2)
+        assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4, 0.1])
+        assert cache.get("a", "one") is not None
+
+    run(lambda: running(cache, check))
+
+
+def test_the_last_contact_gauge_is_set_when_the_source_hears_from_the_api_server() -> None:
+    api = FakeApi(pages=[page([], version="10")], watches=[[bookmark("11")]])
+    metrics = Metrics()
+    cache = new_cache(api, metrics)
+    before = time.time()
+
+    def contact() -> float:
+        value = metrics.registry.get_sample_value(
+            "irsa_webhook_cache_last_contact_timestamp_seconds", {"source": "serviceaccounts"}
+        )
+        return value or 0.0
+
+    async def check() -> None:
+        await until(lambda: len(api.watch_calls) >= 2)
+        assert before <= contact() <= time.time()
 
     run(lambda: running(cache, check))
 
@@ -534,6 +572,35 @@ def test_a_failed_get_does_not_stop_the_next_miss_from_asking_again() -> None:
         assert await cache.lookup("a", "late") is not None
         assert api.get_calls == [SA_PATH, SA_PATH]
 
+    run(scenario)
+
+
+def test_while_the_api_server_is_down_failed_lookups_warn_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeApi()
+    now = [100.0]
+    cache = new_cache(api, clock=lambda: now[0])
+
+    def failures() -> list[int]:
+        return [
+            record.__dict__["similar_failures_not_logged"]
+            for record in caplog.records
+            if record.getMessage() == "live ServiceAccount lookup failed"
+        ]
+
+    async def scenario() -> None:
+        for _ in range(5):
+            api.get_errors = [ApiError(503, "ServiceUnavailable", "apiserver is down")]
+            assert await cache.lookup("a", "late") is None
+        assert failures() == [0]
+        now[0] += 10.0
+        api.get_errors = [ApiError(503, "ServiceUnavailable", "apiserver is down")]
+        assert await cache.lookup("a", "late") is None
+        assert failures() == [0, 4]
+        assert len(api.get_calls) == 6, "every miss still asked: only the logging is limited"
+
+    caplog.set_level(logging.WARNING, logger="irsa_webhook.cache")
     run(scenario)
 
 
