@@ -2,9 +2,10 @@
 same TLS context) with a ``/mutate`` that answers a fixed, precomputed AdmissionReview response
 without reading the pod. What the webhook costs above this is the cost of its own work.
 
-With ``--parse`` the handler also reads the body and parses it with orjson, then answers the same
-fixed response: the least any webhook that looks at the pod must do. The gap between the two
-floors is what parsing alone costs; the webhook cannot get closer to the floor than that.
+With ``--parse`` the handler also reads the body, parses it with orjson and answers the same
+fixed patch under the request's uid: the least any mutating webhook that looks at the pod must
+do. The gap between the two floors is what parsing alone costs; the webhook cannot get closer to
+the floor than that. Being a valid webhook, it is also the end-to-end baseline of ``bench.run``.
 
 ``python -m bench.floor --port P --tls-cert C --tls-key K [--parse]``; serves until SIGTERM.
 """
@@ -31,18 +32,14 @@ _PATCH = [
         "value": {"name": "AWS_ROLE_ARN", "value": "x"},
     }
 ]
-RESPONSE = orjson.dumps(
-    {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": {
-            "uid": "00000000-0000-0000-0000-000000000001",
-            "allowed": True,
-            "patch": base64.b64encode(orjson.dumps(_PATCH * 12)).decode(),
-            "patchType": "JSONPatch",
-        },
-    }
-)
+_ENVELOPE = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}
+_ANSWER = {
+    "uid": "00000000-0000-0000-0000-000000000001",
+    "allowed": True,
+    "patch": base64.b64encode(orjson.dumps(_PATCH * 12)).decode(),
+    "patchType": "JSONPatch",
+}
+RESPONSE = orjson.dumps({**_ENVELOPE, "response": _ANSWER})
 
 
 def create_floor_app(parse: bool = False) -> FastAPI:
@@ -52,8 +49,12 @@ def create_floor_app(parse: bool = False) -> FastAPI:
 
         @app.post("/mutate")
         async def parse_and_answer(request: Request) -> Response:
-            orjson.loads(await request.body())
-            return Response(RESPONSE, media_type="application/json")
+            review = orjson.loads(await request.body())
+            # The real uid, so the API server accepts it as a webhook too (bench end to end).
+            answer = {**_ANSWER, "uid": review["request"]["uid"]}
+            return Response(
+                orjson.dumps({**_ENVELOPE, "response": answer}), media_type="application/json"
+            )
 
     else:
 

@@ -368,19 +368,57 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]], count: float)
     return float("inf")
 
 
-def end_to_end(plane: Path, webhook: Server, pki: Pki, pods: int) -> float:
-    """Pod create (dry-run=All) through the API server: webhook called vs not called."""
+E2E_ROLE = "arn:aws:iam::111122223333:role/e2e"
+
+
+def _webhook_configuration(name: str, server: Server, pki: Pki, label: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"{name}.bench.irsa-webhook.dev",
+                "clientConfig": {"url": f"{server.url}/mutate", "caBundle": pki.ca_bundle},
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 10,
+                "reinvocationPolicy": "IfNeeded",
+                "namespaceSelector": {"matchLabels": {label: "enabled"}},
+            }
+        ],
+    }
+
+
+def end_to_end(plane: Path, webhook: Server, pki: Pki, work: Path, pods: int) -> float:
+    """Pod create (dry-run=All) through the API server: our webhook called, the parse-floor
+    called as a webhook (what calling any webhook on this stack costs), and no webhook."""
     env = read_env(plane / "env")
-    label = "irsa-bench"
-    on, off = "bench-e2e-on", "bench-e2e-off"
+    floor = start_floor(pki, work, parse=True)
+    floor_name = f"{WEBHOOK_NAME}-floor"
+    namespaces = {
+        "webhook called": ("bench-e2e-on", "irsa-bench"),
+        "floor called": ("bench-e2e-floor", "irsa-bench-floor"),
+        "no webhook": ("bench-e2e-off", ""),
+    }
+    path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
     with admin_client(env) as client:
-        for namespace, labels in ((on, {label: "enabled"}), (off, {})):
+        for namespace, label in namespaces.values():
             client.post(
                 "/api/v1/namespaces",
                 json={
                     "apiVersion": "v1",
                     "kind": "Namespace",
-                    "metadata": {"name": namespace, "labels": labels},
+                    "metadata": {"name": namespace, "labels": {label: "enabled"} if label else {}},
                 },
             )
             client.post(
@@ -390,40 +428,17 @@ def end_to_end(plane: Path, webhook: Server, pki: Pki, pods: int) -> float:
                     "kind": "ServiceAccount",
                     "metadata": {
                         "name": "app",
-                        "annotations": {
-                            "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/e2e"
-                        },
+                        "annotations": {"eks.amazonaws.com/role-arn": E2E_ROLE},
                     },
                 },
             )
-        configuration = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": WEBHOOK_NAME},
-            "webhooks": [
-                {
-                    "name": f"{WEBHOOK_NAME}.bench.irsa-webhook.dev",
-                    "clientConfig": {"url": f"{webhook.url}/mutate", "caBundle": pki.ca_bundle},
-                    "rules": [
-                        {
-                            "operations": ["CREATE"],
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "resources": ["pods"],
-                        }
-                    ],
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "failurePolicy": "Fail",
-                    "timeoutSeconds": 10,
-                    "reinvocationPolicy": "IfNeeded",
-                    "namespaceSelector": {"matchLabels": {label: "enabled"}},
-                }
-            ],
-        }
-        path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-        client.delete(f"{path}/{WEBHOOK_NAME}")
-        client.post(path, json=configuration).raise_for_status()
+        for name, server, label in (
+            (WEBHOOK_NAME, webhook, "irsa-bench"),
+            (floor_name, floor, "irsa-bench-floor"),
+        ):
+            client.delete(f"{path}/{name}")
+            configuration = _webhook_configuration(name, server, pki, label)
+            client.post(path, json=configuration).raise_for_status()
 
         def create(namespace: str) -> tuple[float, bytes]:
             body = reviews.pod(namespace, "app")
@@ -443,42 +458,46 @@ def end_to_end(plane: Path, webhook: Server, pki: Pki, pods: int) -> float:
             response.raise_for_status()
             return elapsed, response.content
 
+        on = namespaces["webhook called"][0]
         deadline = time.monotonic() + 60
-        while b"AWS_ROLE_ARN" not in create(on)[1]:
+        while E2E_ROLE.encode() not in create(on)[1]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the webhook configuration never took effect")
             time.sleep(0.2)
         for _ in range(20):
-            create(on), create(off)
+            for namespace, _label in namespaces.values():
+                create(namespace)
         metric = "apiserver_admission_webhook_admission_duration_seconds"
         match = f'name="{WEBHOOK_NAME}.bench.irsa-webhook.dev"'
         before = _histogram(client.get("/metrics").text, metric, match)
-        with_webhook: list[float] = []
-        without: list[float] = []
+        times: dict[str, list[float]] = {kind: [] for kind in namespaces}
+        order = list(namespaces)
         for index in range(pods):
-            order = (on, off) if index % 2 == 0 else (off, on)
-            for namespace in order:
-                elapsed, content = create(namespace)
-                (with_webhook if namespace == on else without).append(elapsed * 1000)
-                assert (b"AWS_ROLE_ARN" in content) == (namespace == on)
+            for kind in order[index % 3 :] + order[: index % 3]:
+                elapsed, content = create(namespaces[kind][0])
+                times[kind].append(elapsed * 1000)
+                assert (E2E_ROLE.encode() in content) == (kind == "webhook called")
         after = _histogram(client.get("/metrics").text, metric, match)
         client.delete(f"{path}/{WEBHOOK_NAME}")
+        client.delete(f"{path}/{floor_name}")
+    floor.stop()
     count = after[0] - before[0]
     mean = (after[1] - before[1]) / count * 1000 if count else 0.0
     delta = [(le, c - dict(before[2]).get(le, 0.0)) for le, c in after[2]]
-    added: float = statistics.median(with_webhook) - statistics.median(without)
+    medians = {kind: statistics.median(values) for kind, values in times.items()}
+    added: float = medians["webhook called"] - medians["no webhook"]
     print(
         f"\nend to end: {pods} pod creates (dryRun=All) each way, interleaved, "
         "one keep-alive client"
     )
-    for name, values in (("webhook called", with_webhook), ("no webhook", without)):
+    for name, values in times.items():
         values.sort()
         p90, p99 = values[int(0.9 * len(values))], values[int(0.99 * len(values))]
-        print(
-            f"  {name:<15} median {statistics.median(values):6.2f} ms  "
-            f"p90 {p90:6.2f} ms  p99 {p99:6.2f} ms"
-        )
-    print(f"  added median latency: {added:.2f} ms")
+        print(f"  {name:<15} median {medians[name]:6.2f} ms  p90 {p90:6.2f} ms  p99 {p99:6.2f} ms")
+    print(
+        f"  added median latency: {added:.2f} ms "
+        f"(the parse-floor: {medians['floor called'] - medians['no webhook']:.2f} ms)"
+    )
     print(
         f"  {metric}{{{match}}}: {count:.0f} calls, mean {mean:.2f} ms, "
         f"p50 <= {_bucket_quantile(0.5, delta, count) * 1000:g} ms, "
@@ -614,7 +633,7 @@ def main() -> int:
         return 0
     webhook, pki, ratio, p99, rps = side_by_side(args.plane, args.work, args.quick, args.rate)
     try:
-        end_to_end(args.plane, webhook, pki, 50 if args.quick else 300)
+        end_to_end(args.plane, webhook, pki, args.work, 50 if args.quick else 300)
     finally:
         webhook.stop()
     print(f"RESULT throughput_ratio={ratio:.3f} p99_ms={p99:.2f} rps={rps:.0f}")
