@@ -19,6 +19,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from irsa_webhook.admission import (
     EnvelopeError,
@@ -157,7 +158,13 @@ async def _mutate(request: Request, state: WebhookState) -> Response:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != JSON:
         return _error(415, f"Content-Type must be application/json, not {content_type[:60]!r}")
-    body = await _read_body(request, state.max_request_bytes)
+    try:
+        body = await _read_body(request, state.max_request_bytes)
+    except ClientDisconnect:
+        # The client left (or the read timeout cut it) mid-body: nobody is there to answer,
+        # and it is no server error, so no traceback either.
+        logger.info("client disconnected before its request body was complete")
+        return _error(400, "request body incomplete: the client disconnected")
     if body is None:
         return _error(413, f"request body is larger than {state.max_request_bytes} bytes")
     started = time.perf_counter()

@@ -116,9 +116,15 @@ class ServerSettings:
     readiness_requires_sync: bool = True
     max_request_bytes: int = 4 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
+    """Largest URL plus header names and values of a request; larger ones get HTTP 431."""
     max_connections: int = 1000
     keep_alive_timeout: float = 75.0
     read_timeout: float = 10.0
+    """A request's headers and body must arrive within this (seconds), else HTTP 408 and close.
+
+    Counted from the connection for its first request, then from each request's first byte; the
+    idle time between keep-alive requests is ``keep_alive_timeout``'s.
+    """
     shutdown_delay: float = 2.0
     """After SIGTERM, keep serving (unready) this long so endpoints stop sending us requests."""
     shutdown_timeout: float = 20.0
@@ -144,6 +150,10 @@ class ServerSettings:
             raise ConfigError("--service-account-lookup-grace-period must not be negative")
         if self.max_request_bytes < 1024:
             raise ConfigError("--max-request-bytes must be at least 1024")
+        if self.max_header_bytes < 1024:
+            raise ConfigError("--max-header-bytes must be at least 1024")
+        if self.read_timeout <= 0:
+            raise ConfigError("--read-timeout must be positive, like 10s")
         if (
             self.watch_container_credentials_config
             and not self.watch_container_credentials_config.startswith("/")

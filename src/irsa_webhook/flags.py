@@ -186,6 +186,18 @@ SERVER_FLAGS = (
         "larger admission requests get HTTP 413",
     ),
     Flag(
+        "--max-header-bytes",
+        "max_header_bytes",
+        parse_int64,
+        "larger URL plus header names and values get HTTP 431",
+    ),
+    Flag(
+        "--read-timeout",
+        "read_timeout",
+        parse_duration,
+        "a request's headers and body must arrive within this, else HTTP 408",
+    ),
+    Flag(
         "--max-connections",
         "max_connections",
         parse_int64,

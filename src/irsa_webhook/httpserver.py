@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Generator
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import uvicorn
 
 from irsa_webhook.config import ServerSettings
+
+logger = logging.getLogger(__name__)
 
 
 class HttpServer(uvicorn.Server):
@@ -20,6 +24,21 @@ class HttpServer(uvicorn.Server):
         yield
 
 
+def http_protocol(settings: ServerSettings) -> type[asyncio.Protocol] | str:
+    """httptools with ``--read-timeout`` and ``--max-header-bytes``; h11 when it is missing.
+
+    httptools comes with ``uvicorn[standard]``. Without it, h11 still bounds the headers
+    (``h11_max_incomplete_event_size``, roughly: it counts what is unparsed after each read),
+    but nothing bounds how long a client takes to send its request.
+    """
+    try:
+        from irsa_webhook.protocol import with_limits
+    except ImportError:
+        logger.warning("httptools is not installed: serving with h11, without --read-timeout")
+        return "h11"
+    return with_limits(settings.read_timeout, settings.max_header_bytes)
+
+
 def uvicorn_config(
     app: Any, settings: ServerSettings, port: int, context: ssl.SSLContext | None
 ) -> uvicorn.Config:
@@ -27,6 +46,7 @@ def uvicorn_config(
         app,
         host=settings.bind_address,
         port=port,
+        http=http_protocol(settings),
         log_config=None,
         access_log=False,
         lifespan="off",
