@@ -18,7 +18,7 @@ from irsa_webhook.identity import (
     resolve_identity,
 )
 from irsa_webhook.mutation import RandomInt, mutate_pod
-from irsa_webhook.patch import Operation, diff
+from irsa_webhook.patch import Operation
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ def decide(
     settings: MutationSettings,
     random_int: RandomInt,
 ) -> Decision:
-    """Resolve the identity, mutate a copy of the pod, and diff it into a minimal patch."""
+    """Resolve the identity and turn it into a minimal patch for the pod."""
     if request.pod is None:
         return Decision("not-a-pod-create")
     identity = resolve_identity(
@@ -64,10 +64,9 @@ def decide(
         warnings = list(sources.entry.warnings) if sources.entry is not None else []
         return Decision(outcome, warnings=warnings)
     result = mutate_pod(request.pod, identity, settings, random_int)
-    patch = diff(request.pod, result.pod)
     return Decision(
-        outcome="mutated" if patch else "unchanged",
-        patch=patch,
+        outcome="mutated" if result.patch else "unchanged",
+        patch=result.patch,
         warnings=result.warnings,
         identity=identity,
         mutated=result.mutated,

@@ -1,8 +1,12 @@
-"""The mutation core: pod + identity + settings -> mutated pod + warnings. Pure: no I/O.
+"""The mutation core: pod + identity + settings -> JSON Patch + warnings. Pure: no I/O.
 
-The rules are the reference webhook's (see ``../shared/reference``), applied to plain JSON dicts
+The rules are the reference webhook's (see ``../shared/reference``), read from plain JSON dicts
 so that fields this code has never heard of pass through untouched. The input pod is never
-modified; changed parts are copied, unchanged parts are shared, which keeps the later diff cheap.
+modified. The patch is emitted as the rules apply, one operation per change and nothing else
+(SPEC 3.1: minimal patches): lists are only appended to, or prepended to for the token volume,
+and a list or object is added whole only where the pod has none. Building a mutated copy and
+diffing it cost three times as much on the hot path; the tests keep such a differ as the oracle
+that this patch must agree with (``tests/unit/test_patch_emission.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from irsa_webhook.identity import (
     clamp_token_expiration,
 )
 from irsa_webhook.parsing import parse_csv_record, parse_int64
+from irsa_webhook.patch import Operation, escape
 
 Pod = dict[str, Any]
+_MISSING: Any = object()
 RandomInt = Callable[[int, int], int]
 """Uniform integer in [a, b] inclusive, like ``random.Random.randint``; injectable for tests."""
 
@@ -64,7 +70,8 @@ class Credentials:
 
 @dataclass(slots=True)
 class MutationResult:
-    pod: Pod
+    patch: list[Operation] = field(default_factory=list)
+    """RFC 6902 operations that turn the input pod into the mutated one."""
     warnings: list[str] = field(default_factory=list)
     mutated: list[str] = field(default_factory=list)
     """Names of containers (init first) that received something."""
@@ -88,37 +95,95 @@ def mutate_pod(
     credentials = _credentials(identity, annotations, spec, settings, random_int, warnings)
     skip = _skip_set(annotations, spec, settings, warnings)
 
-    new_spec = dict(spec)
-    result = MutationResult(pod=dict(pod), warnings=warnings)
+    result = MutationResult(warnings=warnings)
     result.token_expiration = credentials.token_expiration
-    result.pod["spec"] = new_spec
+    patch = result.patch
 
     if credentials.mode is Mode.CONTAINER_CREDENTIALS:
-        labels = metadata.get("labels") or {}
-        if labels.get(CONTAINER_CREDENTIALS_LABEL) != "enabled":
-            result.pod["metadata"] = {
-                **metadata,
-                "labels": {**labels, CONTAINER_CREDENTIALS_LABEL: "enabled"},
-            }
+        _label_operations(pod, patch)
 
-    _add_volume(new_spec, credentials, warnings)
+    raw_spec = pod.get("spec", _MISSING)
+    if not isinstance(raw_spec, dict):
+        # No spec at all (or null): nothing to inject into but the volume.
+        op = "add" if raw_spec is _MISSING else "replace"
+        patch.append(
+            {"op": op, "path": "/spec", "value": {"volumes": [_token_volume(credentials)]}}
+        )
+        return result
+
+    if not _has_token_volume(spec, credentials, warnings):
+        # The reference inserts at the front; keeping that makes our stored pods identical to its.
+        _grow(patch, spec, "/spec", "volumes", [_token_volume(credentials)], prepend=True)
     for list_name in ("initContainers", "containers"):
         containers = spec.get(list_name)
         if not containers:
             continue
-        new_containers = []
-        for container in containers:
+        for index, container in enumerate(containers):
             name = container.get("name", "")
             if name in skip:
                 result.skipped.append(name)
-                new_containers.append(container)
-                continue
-            new_container = _mutate_container(container, credentials, warnings)
-            if new_container is not container:
+            elif _container_operations(
+                container, f"/spec/{list_name}/{index}", credentials, warnings, patch
+            ):
                 result.mutated.append(name)
-            new_containers.append(new_container)
-        new_spec[list_name] = new_containers
     return result
+
+
+def _grow(
+    patch: list[Operation],
+    parent: Mapping[str, Any],
+    parent_path: str,
+    key: str,
+    items: list[Any],
+    *,
+    prepend: bool = False,
+) -> None:
+    """Operations that put ``items`` into the list ``parent[key]`` (``key`` needs no escaping)."""
+    path = f"{parent_path}/{key}"
+    current = parent.get(key, _MISSING)
+    if current is _MISSING:
+        patch.append({"op": "add", "path": path, "value": items})
+    elif not isinstance(current, list):  # null
+        patch.append({"op": "replace", "path": path, "value": items})
+    elif prepend and current:
+        patch.extend(
+            {"op": "add", "path": f"{path}/{index}", "value": item}
+            for index, item in enumerate(items)
+        )
+    else:
+        end = f"{path}/-"
+        patch.extend({"op": "add", "path": end, "value": item} for item in items)
+
+
+def _label_operations(pod: Mapping[str, Any], patch: list[Operation]) -> None:
+    """Set the container-credentials label, creating labels or metadata where there are none."""
+    metadata = pod.get("metadata", _MISSING)
+    if not isinstance(metadata, dict):
+        op = "add" if metadata is _MISSING else "replace"
+        patch.append(
+            {
+                "op": op,
+                "path": "/metadata",
+                "value": {"labels": {CONTAINER_CREDENTIALS_LABEL: "enabled"}},
+            }
+        )
+        return
+    labels = metadata.get("labels", _MISSING)
+    if not isinstance(labels, dict):
+        op = "add" if labels is _MISSING else "replace"
+        labels_value = {CONTAINER_CREDENTIALS_LABEL: "enabled"}
+        patch.append({"op": op, "path": "/metadata/labels", "value": labels_value})
+        return
+    current = labels.get(CONTAINER_CREDENTIALS_LABEL, _MISSING)
+    if current == "enabled":
+        return
+    patch.append(
+        {
+            "op": "add" if current is _MISSING else "replace",
+            "path": f"/metadata/labels/{escape(CONTAINER_CREDENTIALS_LABEL)}",
+            "value": "enabled",
+        }
+    )
 
 
 def _credentials(
@@ -237,27 +302,30 @@ def _skip_set(
     return names
 
 
-def _add_volume(spec: dict[str, Any], credentials: Credentials, warnings: list[str]) -> None:
-    volumes = spec.get("volumes") or []
-    for volume in volumes:
+def _has_token_volume(
+    spec: Mapping[str, Any], credentials: Credentials, warnings: list[str]
+) -> bool:
+    for volume in spec.get("volumes") or []:
         if volume.get("name") == credentials.volume_name:
             if not _is_token_volume(volume):
                 warnings.append(
                     f"volume {credentials.volume_name[:40]!r} has the token's reserved name but "
                     "is no projected token; SDKs read the wrong file"
                 )
-            return
+            return True
+    return False
+
+
+def _token_volume(credentials: Credentials) -> dict[str, Any]:
     token: dict[str, Any] = {}
     if credentials.audience:
         token["audience"] = credentials.audience
     token["expirationSeconds"] = credentials.token_expiration
     token["path"] = credentials.token_path_in_volume
-    volume = {
+    return {
         "name": credentials.volume_name,
         "projected": {"sources": [{"serviceAccountToken": token}]},
     }
-    # The reference inserts at the front; keeping that makes our stored pods identical to its.
-    spec["volumes"] = [volume, *volumes]
 
 
 def _is_token_volume(volume: Mapping[str, Any]) -> bool:
@@ -265,12 +333,14 @@ def _is_token_volume(volume: Mapping[str, Any]) -> bool:
     return any("serviceAccountToken" in source for source in sources)
 
 
-def _mutate_container(
+def _container_operations(
     container: Mapping[str, Any],
+    path: str,
     credentials: Credentials,
     warnings: list[str],
-) -> Mapping[str, Any]:
-    """Return the container itself when nothing changes, else a changed copy."""
+    patch: list[Operation],
+) -> bool:
+    """Add this container's operations to ``patch``; False when it needs none."""
     env: list[Mapping[str, Any]] = container.get("env") or []
     present = {variable.get("name"): variable for variable in env}
     credential_names = (
@@ -290,7 +360,7 @@ def _mutate_container(
         )
     # The reference leaves a container completely alone (no mount either) in this case.
     if credentials_defined and region_defined and sts_defined:
-        return container
+        return False
 
     additions: list[dict[str, str]] = []
     if not sts_defined and credentials.regional_sts:
@@ -304,21 +374,16 @@ def _mutate_container(
 
     mounts: list[Mapping[str, Any]] = container.get("volumeMounts") or []
     needs_mount = all(mount.get("name") != credentials.volume_name for mount in mounts)
-    if not additions and not needs_mount:
-        return container
-    new_container = dict(container)
     if additions:
-        new_container["env"] = [*env, *additions]
+        _grow(patch, container, path, "env", additions)
     if needs_mount:
-        new_container["volumeMounts"] = [
-            *mounts,
-            {
-                "name": credentials.volume_name,
-                "readOnly": True,
-                "mountPath": credentials.mount_path,
-            },
-        ]
-    return new_container
+        mount = {
+            "name": credentials.volume_name,
+            "readOnly": True,
+            "mountPath": credentials.mount_path,
+        }
+        _grow(patch, container, path, "volumeMounts", [mount])
+    return bool(additions) or needs_mount
 
 
 def _is_ours(present: Mapping[Any, Mapping[str, Any]], credentials: Credentials) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.identity import Identity, Mode
-from irsa_webhook.mutation import _clean_path, is_windows, mutate_pod
+from irsa_webhook.mutation import MutationResult, _clean_path, is_windows, mutate_pod
 
 WINDOWS = {"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}
 
@@ -146,6 +147,11 @@ def a_pod(annotations: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
+def mutated(pod: dict[str, Any], result: MutationResult) -> dict[str, Any]:
+    patched: dict[str, Any] = jsonpatch.apply_patch(pod, result.patch)
+    return patched
+
+
 def token_expiration(pod: dict[str, Any]) -> int:
     source = pod["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
     return int(source["expirationSeconds"])
@@ -158,10 +164,11 @@ def test_container_credentials_jitter_draws_from_22_to_24_hours() -> None:
         calls.append((low, high))
         return 80123
 
-    result = mutate_pod(a_pod(), CC, SETTINGS, random_int)
+    pod = a_pod()
+    result = mutate_pod(pod, CC, SETTINGS, random_int)
 
     assert calls == [(79200, 86400)]
-    assert token_expiration(result.pod) == 80123
+    assert token_expiration(mutated(pod, result)) == 80123
     assert result.token_expiration == 80123
 
 
@@ -180,19 +187,21 @@ def test_container_credentials_jitter_draws_from_22_to_24_hours() -> None:
 def test_only_a_container_credentials_one_day_token_is_jittered(
     identity: Identity, annotations: dict[str, str], expected: int
 ) -> None:
-    result = mutate_pod(a_pod(annotations), identity, SETTINGS, lambda low, high: 1)
+    pod = a_pod(annotations)
+    result = mutate_pod(pod, identity, SETTINGS, lambda low, high: 1)
 
-    assert token_expiration(result.pod) == expected
+    assert token_expiration(mutated(pod, result)) == expected
 
 
-def test_mutation_leaves_its_input_alone_and_shares_untouched_parts() -> None:
+def test_mutation_leaves_its_input_alone_and_patches_only_what_it_changes() -> None:
     pod = a_pod({"eks.amazonaws.com/skip-containers": "skip-me"})
     before = copy.deepcopy(pod)
 
     result = mutate_pod(pod, IRSA, SETTINGS, lambda low, high: low)
 
     assert pod == before
-    assert result.pod["spec"]["containers"][1] is pod["spec"]["containers"][1]
-    assert result.pod["metadata"] is pod["metadata"]
+    # The first three levels of every path: which list or container each operation touches.
+    touched = {"/".join(operation["path"].split("/")[:4]) for operation in result.patch}
+    assert touched == {"/spec/volumes", "/spec/initContainers/0", "/spec/containers/0"}
     assert result.mutated == ["init", "app"]
     assert result.skipped == ["skip-me"]

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from irsa_webhook.patch import diff, escape
+from irsa_webhook.patch import escape
+from patch_oracle import diff
 
 
 def as_json(document: Any) -> bytes:
