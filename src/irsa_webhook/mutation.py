@@ -114,6 +114,7 @@ def mutate_pod(
     if not _has_token_volume(spec, credentials, warnings):
         # The reference inserts at the front; keeping that makes our stored pods identical to its.
         _grow(patch, spec, "/spec", "volumes", [_token_volume(credentials)], prepend=True)
+    injection = _Injection.of(credentials)
     for list_name in ("initContainers", "containers"):
         containers = spec.get(list_name)
         if not containers:
@@ -123,7 +124,7 @@ def mutate_pod(
             if name in skip:
                 result.skipped.append(name)
             elif _container_operations(
-                container, f"/spec/{list_name}/{index}", credentials, warnings, patch
+                container, f"/spec/{list_name}/{index}", credentials, injection, warnings, patch
             ):
                 result.mutated.append(name)
     return result
@@ -146,13 +147,13 @@ def _grow(
     elif not isinstance(current, list):  # null
         patch.append({"op": "replace", "path": path, "value": items})
     elif prepend and current:
-        patch.extend(
+        patch += [
             {"op": "add", "path": f"{path}/{index}", "value": item}
             for index, item in enumerate(items)
-        )
+        ]
     else:
         end = f"{path}/-"
-        patch.extend({"op": "add", "path": end, "value": item} for item in items)
+        patch += [{"op": "add", "path": end, "value": item} for item in items]
 
 
 def _label_operations(pod: Mapping[str, Any], patch: list[Operation]) -> None:
@@ -333,27 +334,58 @@ def _is_token_volume(volume: Mapping[str, Any]) -> bool:
     return any("serviceAccountToken" in source for source in sources)
 
 
+@dataclass(frozen=True, slots=True)
+class _Injection:
+    """The env entries and mount a container may receive: the same for every container of a
+    pod, so they are built once and shared by every operation that adds them."""
+
+    sts: list[dict[str, str]]
+    region: list[dict[str, str]]
+    credential: list[dict[str, str]]
+    credential_names: tuple[str, str]
+    mount: dict[str, Any]
+
+    @classmethod
+    def of(cls, credentials: Credentials) -> _Injection:
+        return cls(
+            sts=[{"name": _STS_VAR, "value": "regional"}] if credentials.regional_sts else [],
+            region=[{"name": name, "value": credentials.region} for name in _REGION_VARS]
+            if credentials.region
+            else [],
+            credential=[
+                {"name": name, "value": value} for name, value in credentials.credential_env
+            ],
+            credential_names=(
+                _CONTAINER_CREDENTIALS_VARS
+                if credentials.mode is Mode.CONTAINER_CREDENTIALS
+                else _WEB_IDENTITY_VARS
+            ),
+            mount={
+                "name": credentials.volume_name,
+                "readOnly": True,
+                "mountPath": credentials.mount_path,
+            },
+        )
+
+
 def _container_operations(
     container: Mapping[str, Any],
     path: str,
     credentials: Credentials,
+    injection: _Injection,
     warnings: list[str],
     patch: list[Operation],
 ) -> bool:
     """Add this container's operations to ``patch``; False when it needs none."""
     env: list[Mapping[str, Any]] = container.get("env") or []
     present = {variable.get("name"): variable for variable in env}
-    credential_names = (
-        _CONTAINER_CREDENTIALS_VARS
-        if credentials.mode is Mode.CONTAINER_CREDENTIALS
-        else _WEB_IDENTITY_VARS
-    )
-    credentials_defined = any(name in present for name in credential_names)
-    region_defined = any(name in present for name in _REGION_VARS)
+    names = present.keys()
+    credentials_defined = not names.isdisjoint(injection.credential_names)
+    region_defined = not names.isdisjoint(_REGION_VARS)
     sts_defined = _STS_VAR in present
 
     if credentials_defined and not _is_ours(present, credentials):
-        set_names = " and ".join(name for name in credential_names if name in present)
+        set_names = " and ".join(name for name in injection.credential_names if name in present)
         warnings.append(
             f"container {container.get('name', '')!r} sets {set_names} itself; "
             "the webhook injected no credentials into it"
@@ -362,27 +394,19 @@ def _container_operations(
     if credentials_defined and region_defined and sts_defined:
         return False
 
-    additions: list[dict[str, str]] = []
-    if not sts_defined and credentials.regional_sts:
-        additions.append({"name": _STS_VAR, "value": "regional"})
-    if not region_defined and credentials.region:
-        additions.extend({"name": name, "value": credentials.region} for name in _REGION_VARS)
-    if not credentials_defined:
-        additions.extend(
-            {"name": name, "value": value} for name, value in credentials.credential_env
-        )
-
-    mounts: list[Mapping[str, Any]] = container.get("volumeMounts") or []
-    needs_mount = all(mount.get("name") != credentials.volume_name for mount in mounts)
+    additions = [
+        *(() if sts_defined else injection.sts),
+        *(() if region_defined else injection.region),
+        *(() if credentials_defined else injection.credential),
+    ]
+    volume_name = credentials.volume_name
+    needs_mount = not any(
+        mount.get("name") == volume_name for mount in container.get("volumeMounts") or ()
+    )
     if additions:
         _grow(patch, container, path, "env", additions)
     if needs_mount:
-        mount = {
-            "name": credentials.volume_name,
-            "readOnly": True,
-            "mountPath": credentials.mount_path,
-        }
-        _grow(patch, container, path, "volumeMounts", [mount])
+        _grow(patch, container, path, "volumeMounts", [injection.mount])
     return bool(additions) or needs_mount
 
 
