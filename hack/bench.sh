@@ -6,6 +6,7 @@
 #   hack/bench.sh --quick    the same, 3 short rounds and 50 pods: under 60 s
 #   hack/bench.sh --scale    1k/10k/50k ServiceAccounts: first sync, RSS, lookup, watch burst
 #   hack/bench.sh --profile  the webhook under pyinstrument (a scratch venv) at saturation
+#   hack/bench.sh --hotpath  in-process: where a request's CPU goes (bench/hotpath.py), no plane
 #
 # Starts a throw-away control plane (hack/control-plane.sh) in a temporary DIR, or
 # uses IRSA_BENCH_PLANE=DIR when set (kept running; SAs created there stay).
@@ -19,7 +20,7 @@ IRSA_SCRIPT_NAME=bench.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 mode=bench
@@ -29,6 +30,7 @@ case "${1:-}" in
   --quick) quick=(--quick) ;;
   --scale) mode=scale ;;
   --profile) mode=profile ;;
+  --hotpath) mode=hotpath ;;
   -h | --help) usage; exit 0 ;;
   *) usage; exit 2 ;;
 esac
@@ -36,6 +38,11 @@ esac
 REPO="$(cd "${IRSA_HACK_DIR}/.." && pwd)"
 PYTHON="${REPO}/.venv/bin/python"
 [[ -x "${PYTHON}" ]] || irsa::die "no ${PYTHON}: run hack/bootstrap.sh first"
+
+if [[ "${mode}" == hotpath ]]; then
+  cd "${REPO}"
+  exec "${PYTHON}" -m bench.hotpath
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/irsa-bench.XXXXXX")"
 PLANE="${IRSA_BENCH_PLANE:-}"

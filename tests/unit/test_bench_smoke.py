@@ -65,3 +65,16 @@ def test_the_load_generator_completes_requests_against_the_floor(tmp_path: Path)
     figures = orjson.loads(result.stdout)
     assert figures["requests"] > 0
     assert figures["errors"] == 0
+
+
+def test_the_hot_path_breakdown_runs_and_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.hotpath", "--requests", "20", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 8, result.stdout
+    assert lines[-1].startswith("  => decide ")
