@@ -122,6 +122,7 @@ class Reflector(Generic[T]):
         self._backoff = _Backoff(random)
         self._synced_event = asyncio.Event()
         self._must_list = True
+        self._expired_since_last_event = False
 
     async def wait_synced(self) -> None:
         await self._synced_event.wait()
@@ -146,10 +147,14 @@ class Reflector(Generic[T]):
                 )
             except ApiError as exc:
                 if exc.status == 410:
+                    # The server answered, so it is up: relist now, not after an outage's backoff.
+                    # A 410 right after the relist's own watch backs off as usual, though, so a
+                    # server that keeps expiring cannot make us list in a tight loop.
+                    if not self._expired_since_last_event:
+                        self._backoff.reset()
+                    self._expired_since_last_event = True
                     reason = "expired"
                     self._must_list = True
-                    # The server answered, so it is up: relist now, not after an outage's backoff.
-                    self._backoff.reset()
                     logger.info(
                         "resource version expired; listing again",
                         extra={
@@ -198,7 +203,6 @@ class Reflector(Generic[T]):
         self._must_list = False
         self.synced = True
         self._synced_event.set()
-        self._backoff.reset()
         self._heard_from_server()
         if self._metrics is not None:
             self._metrics.cache_synced.labels(self._source).set(1)
@@ -238,6 +242,7 @@ class Reflector(Generic[T]):
                 self._heard_from_server()
                 self._apply(event)
                 self._backoff.reset()
+                self._expired_since_last_event = False
         finally:
             await stream.aclose()
 

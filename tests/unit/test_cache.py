@@ -334,9 +334,8 @@ def test_errors_back_off_exponentially_and_progress_resets_the_backoff() -> None
 
     async def check() -> None:
         await until(lambda: len(api.watch_calls) == 5)
-        # list error; the list that works resets; watch error, watch bug; a bookmark resets;
-        # normal close, in-stream error
-        assert sleeps.delays == pytest.approx([0.1, 0.1, 0.2, 0.1, 0.2])
+        # list error, watch error, watch bug; a bookmark resets; normal close, in-stream error
+        assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4, 0.1, 0.2])
         assert restarts(metrics, "error") == 4
         assert restarts(metrics, "closed") == 1
         assert api.watch_calls[-1]["resourceVersion"] == "11"
@@ -358,6 +357,20 @@ def test_a_410_after_an_outage_relists_without_the_outage_backoff() -> None:
         await until(lambda: len(api.list_calls) == 2)
         assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4, 0.1])
         assert cache.get("a", "one") is not None
+
+    run(lambda: running(cache, check))
+
+
+def test_a_server_that_keeps_answering_410_is_relisted_with_backoff_not_in_a_loop() -> None:
+    gone = ApiError(410, "Expired", "too old resource version")
+    api = FakeApi(pages=[page([], version="10")] * 5, watches=[[gone]] * 4)
+    sleeps = Sleeps()
+    cache = new_cache(api, sleep=sleeps)
+
+    async def check() -> None:
+        await until(lambda: len(api.list_calls) == 5)
+        # The first 410 relists at once; each further one without an event in between doubles.
+        assert sleeps.delays[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
 
     run(lambda: running(cache, check))
 
