@@ -141,6 +141,24 @@ class Etcd:
         return answer
 
 
+def leaked_secrets(plane: ControlPlane, webhook: Webhook, *extra: str) -> list[str]:
+    """What of the tokens, keys and pod contents that must never be logged is in the webhook's
+    log (the default level): its own token, the admin token, PEM blocks, pod bodies."""
+    logs = webhook.logs()
+    kubeconfig = yaml.safe_load((webhook.directory / "kubeconfig").read_text())
+    forbidden = (
+        kubeconfig["users"][0]["user"]["token"],
+        plane.env["ADMIN_TOKEN"],
+        "BEGIN",
+        "PRIVATE KEY",
+        "managedFields",
+        '"containers"',
+        "registry.k8s.io/pause",
+        *extra,
+    )
+    return [secret[:12] + "..." for secret in forbidden if secret in logs]
+
+
 def read_env(path: Path) -> dict[str, str]:
     env = {}
     for line in path.read_text().splitlines():

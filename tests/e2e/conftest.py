@@ -16,6 +16,7 @@ from cluster import (
     ControlPlane,
     Webhook,
     chart_rbac,
+    leaked_secrets,
     make_namespace,
     read_env,
     service_account,
@@ -80,3 +81,5 @@ def webhook(
         plane.kubectl("delete", "mutatingwebhookconfiguration", "irsa", check=False)
         running.process.terminate()
         running.process.wait(timeout=30)
+        # Everything the session's webhook logged across the whole e2e run, shutdown included.
+        assert leaked_secrets(plane, running) == [], "secrets in the e2e run's webhook log"

@@ -26,6 +26,7 @@ from cluster import (
     ControlPlane,
     Webhook,
     chart_rbac,
+    leaked_secrets,
     make_namespace,
     pod,
     read_env,
@@ -74,6 +75,8 @@ def hook(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         running.process.terminate()
         running.process.wait(timeout=30)
+        # Outages, a relist and debug handlers: still nothing secret in its log.
+        assert leaked_secrets(plane, running) == [], "secrets in the fault webhook's log"
 
 
 def cache(webhook: Webhook) -> dict[str, Any]:
