@@ -32,6 +32,10 @@ plus one read (asyncio reads at most 256 KiB at a time).
 """
 
 
+ABORT_AFTER_CLOSE = 2.0
+"""Seconds a refused connection gets to finish its close (and read our answer) before it is cut."""
+
+
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing; ``data_received`` answers 431."""
 
@@ -56,6 +60,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """A request has begun and its headers are not complete yet."""
     _head_reads = 0
     """Raw bytes of the reads after the first while the head stayed unfinished."""
+    _lost = False
 
     # uvicorn narrows BaseProtocol's BaseTransport to Transport, with the same ignore.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -63,6 +68,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._read_by = 0.0
         if self._timer is not None:
             self._timer.cancel()
@@ -177,6 +183,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             ]
             self.transport.write(b"".join(head))
         self.transport.close()
+        # A TLS close waits for the client's close_notify, up to asyncio's 30 s: a client that
+        # just refused to send its request would keep its connection slot that long.
+        self.loop.call_later(ABORT_AFTER_CLOSE, self._abort_unless_lost)
+
+    def _abort_unless_lost(self) -> None:
+        if not self._lost:
+            self.transport.abort()
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else ""

@@ -314,3 +314,18 @@ def test_a_body_cut_at_the_read_timeout_logs_no_error_or_traceback(
         assert target.healthy()
     assert any(r.getMessage().startswith("client disconnected") for r in caplog.records)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_refused_client_that_ignores_close_notify_loses_its_slot_within_seconds(
+    tmp_path: Path,
+) -> None:
+    # The client reads our 408 but never answers the TLS close, which asyncio would otherwise
+    # wait 30 s for: the connection must leave the server's books shortly after the refusal.
+    with serve(tmp_path, read_timeout=0.5) as target, target.connect() as tls:
+        tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert read_response(tls).startswith(b"HTTP/1.1 408")
+        connections = target.server.server.server_state.connections
+        deadline = time.monotonic() + 10
+        while connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not connections, "the refused connection still holds its slot"
