@@ -292,7 +292,7 @@ def side_by_side(
     webhook = start_webhook(plane, pki, work)
     floor = start_floor(pki, work)
     parse_floor = start_floor(pki, work, parse=True)
-    rounds, duration = (3, 2.0) if quick else (5, 4.0)
+    rounds, duration = (3, 1.5) if quick else (5, 4.0)
     saturation: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": [], "parse-floor": []}
     fixed: dict[str, list[dict[str, float]]] = {"webhook": [], "floor": []}
     ratios, ceilings = [], []
