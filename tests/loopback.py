@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import threading
@@ -10,9 +11,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trustme
+from cryptography import x509
 
 from irsa_webhook.app import WebhookState
 from irsa_webhook.config import MutationSettings, ServerSettings
@@ -29,6 +32,31 @@ from irsa_webhook.metrics import Metrics
 from irsa_webhook.tls import CertificateReloader, create_context
 
 ROLE = "arn:aws:iam::111122223333:role/s3-reader"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def secret_volume(directory: Path, leaf: trustme.LeafCert, generation: int) -> None:
+    """Lay out files the way the kubelet updates a Secret volume: an atomic ..data swap."""
+    data = directory / f"..gen{generation}"
+    data.mkdir()
+    leaf.cert_chain_pems[0].write_to_path(str(data / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(data / "tls.key"))
+    temporary = directory / "..data_tmp"
+    temporary.symlink_to(data.name)
+    os.replace(temporary, directory / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+def serial_of(leaf: trustme.LeafCert) -> int:
+    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
 
 
 @dataclass

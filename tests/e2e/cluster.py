@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import httpx
 import orjson
 import trustme
 import yaml
+
+from loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_LABEL = "irsa-webhook-e2e"
@@ -166,13 +167,6 @@ def read_env(path: Path) -> dict[str, str]:
         if key:
             env[key] = shlex.split(value)[0] if value else ""
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def chart_rbac(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:

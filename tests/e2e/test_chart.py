@@ -26,12 +26,12 @@ import yaml
 from cluster import (
     REPO,
     ControlPlane,
-    free_port,
     pod,
     service_account,
     token_kubeconfig,
     wait_until_mutating,
 )
+from loopback import free_port
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import httpx
 import pytest
 import trustme
 import yaml
+
+from loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -80,13 +81,6 @@ def parse_dockerfile(text: str) -> list[Stage]:
 def instruction(stage: Stage, keyword: str) -> str:
     (args,) = [args for found, args in stage.steps if found == keyword]
     return args
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:

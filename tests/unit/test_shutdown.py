@@ -24,6 +24,8 @@ import pytest
 import trustme
 from cryptography import x509
 
+from loopback import free_port, secret_volume, serial_of
+
 IRSA_WEBHOOK = str(Path(sys.executable).parent / "irsa-webhook")
 REVIEW = orjson.dumps(
     {
@@ -37,13 +39,6 @@ REVIEW = orjson.dumps(
     }
 )
 HEADERS = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -75,24 +70,6 @@ class Serve:
             der = tls.getpeercert(binary_form=True)
         assert der is not None
         return x509.load_der_x509_certificate(der).serial_number
-
-
-def secret_volume(directory: Path, leaf: trustme.LeafCert, generation: int) -> None:
-    """Lay out files the way the kubelet updates a Secret volume: an atomic ..data swap."""
-    data = directory / f"..gen{generation}"
-    data.mkdir()
-    leaf.cert_chain_pems[0].write_to_path(str(data / "tls.crt"))
-    leaf.private_key_pem.write_to_path(str(data / "tls.key"))
-    temporary = directory / "..data_tmp"
-    temporary.symlink_to(data.name)
-    os.replace(temporary, directory / "..data")
-    for name in ("tls.crt", "tls.key"):
-        if not (directory / name).is_symlink():
-            (directory / name).symlink_to(f"..data/{name}")
-
-
-def serial_of(leaf: trustme.LeafCert) -> int:
-    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
 
 
 @pytest.fixture

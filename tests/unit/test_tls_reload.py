@@ -3,7 +3,6 @@ connections keep working, and a broken rotation keeps the previous certificate."
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from pathlib import Path
@@ -17,7 +16,7 @@ from irsa_webhook.app import create_webhook_app
 from irsa_webhook.config import ConfigError
 from irsa_webhook.metrics import Metrics
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context, openssl_ciphers
-from loopback import Pki, make_state, run_server
+from loopback import Pki, make_state, run_server, secret_volume, serial_of
 
 
 def served_serial(port: int, pki: Pki) -> int:
@@ -28,24 +27,6 @@ def served_serial(port: int, pki: Pki) -> int:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
-
-
-def serial_of(leaf: trustme.LeafCert) -> int:
-    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
-
-
-def secret_volume(directory: Path, leaf: trustme.LeafCert, generation: int) -> None:
-    """Lay out files the way the kubelet updates a Secret volume: an atomic ..data swap."""
-    data = directory / f"..gen{generation}"
-    data.mkdir()
-    leaf.cert_chain_pems[0].write_to_path(str(data / "tls.crt"))
-    leaf.private_key_pem.write_to_path(str(data / "tls.key"))
-    temporary = directory / "..data_tmp"
-    temporary.symlink_to(data.name)
-    os.replace(temporary, directory / "..data")
-    for name in ("tls.crt", "tls.key"):
-        if not (directory / name).is_symlink():
-            (directory / name).symlink_to(f"..data/{name}")
 
 
 def test_a_secret_volume_swap_is_served_without_dropping_open_connections(
