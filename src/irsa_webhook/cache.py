@@ -117,6 +117,8 @@ class Reflector(Generic[T]):
         self._watch_timeout = watch_timeout
         self._inactivity_timeout = inactivity_timeout
         self._metrics = metrics
+        # Set on every watch event: the labelled child is looked up once, here.
+        self._last_contact = metrics.cache_last_contact.labels(source) if metrics else None
         self._on_change = on_change
         self._sleep = sleep
         self._backoff = _Backoff(random)
@@ -249,8 +251,8 @@ class Reflector(Generic[T]):
     def _heard_from_server(self) -> None:
         """Bookmarks arrive about once a minute on a healthy watch, so an old timestamp here
         means the cache is out of touch: it keeps serving what it has (readiness stays up)."""
-        if self._metrics is not None:
-            self._metrics.cache_last_contact.labels(self._source).set(time.time())
+        if self._last_contact is not None:
+            self._last_contact.set(time.time())
 
     def _apply(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")

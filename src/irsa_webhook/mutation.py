@@ -11,6 +11,7 @@ that this patch must agree with (``tests/unit/test_patch_emission.py``).
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -219,9 +220,7 @@ def _credentials(
         mount_path = settings.token_mount_path
         token_name = IRSA_TOKEN_FILE
 
-    token_file = _clean_path(posixpath.join(mount_path, token_name))
-    if is_windows(spec):
-        token_file = "C:" + token_file.replace("/", "\\")
+    token_file = _token_file(mount_path, token_name, is_windows(spec))
     if identity.mode is Mode.CONTAINER_CREDENTIALS:
         credential_env = (
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", settings.container_credentials_full_uri),
@@ -244,6 +243,14 @@ def _credentials(
         regional_sts=identity.regional_sts,
         region=settings.aws_default_region,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _token_file(mount_path: str, token_name: str, windows: bool) -> str:
+    """The token file's path as the containers see it. It depends only on the settings and the
+    pod's OS, so it is computed once per combination, not per admission request."""
+    token_file = _clean_path(posixpath.join(mount_path, token_name))
+    return "C:" + token_file.replace("/", "\\") if windows else token_file
 
 
 def _clean_path(path: str) -> str:
