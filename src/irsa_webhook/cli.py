@@ -1,5 +1,6 @@
 """The ``irsa-webhook`` command: ``serve`` runs the admission server, ``mutate`` runs one
-decision offline on files, the way users debug "why was my pod not mutated".
+decision offline on files, the way users debug "why was my pod not mutated", and ``doctor``
+walks a pod's whole IRSA chain (its modules load only when it runs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from irsa_webhook import __version__, flags
 from irsa_webhook.admission import EnvelopeError, decode_review, encode_response
 from irsa_webhook.config import CONFIG_MAP_KEY, ConfigError, MutationSettings
 from irsa_webhook.decision import Sources, decide
+from irsa_webhook.doctor import add_arguments as add_doctor_arguments
 from irsa_webhook.identity import (
     EMPTY_CONFIG_MAP,
     EMPTY_CONTAINER_CREDENTIALS,
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kubernetes admission webhook that gives pods AWS IAM identities (IRSA).",
     )
     parser.add_argument("--version", action="version", version=f"irsa-webhook {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,mutate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,mutate,doctor}")
 
     serve = commands.add_parser("serve", help="run the admission webhook server")
     serve.add_argument(
@@ -80,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mutate.add_argument("--output", choices=("pod", "patch", "review"), default="pod")
     flags.add_flags(mutate, flags.MUTATION_FLAGS)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check every link of a pod's IRSA chain and say which one is broken",
+        description="Read-only checks, cheap cluster-local ones first; exit 0 when none "
+        "failed, 1 when one did, 2 when doctor could not run.",
+    )
+    add_doctor_arguments(doctor)
     return parser
 
 
@@ -96,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "mutate":
             return run_mutate(arguments, sys.stdin, sys.stdout, sys.stderr)
+        if arguments.command == "doctor":
+            from irsa_webhook.doctor.command import run as run_doctor
+
+            return run_doctor(arguments, sys.stdout, sys.stderr)
         if arguments.in_cluster:
             raise ConfigError(
                 "--in-cluster=true (the reference's CSR mode) is not supported: mount a serving "

@@ -196,6 +196,23 @@ class KubeApi:
             raise _status_error(response)
         return _decode(response.content)
 
+    async def post(
+        self, path: str, body: Mapping[str, Any], params: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """POST a JSON object, such as a TokenRequest or a ``dryRun=All`` create."""
+        try:
+            response = await self._client.post(
+                path,
+                params=params,
+                content=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        if response.is_error:
+            raise _status_error(response)
+        return _decode(response.content)
+
     async def stream(
         self, path: str, params: Mapping[str, str] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
