@@ -193,6 +193,18 @@ def test_a_pod_the_webhook_missed_names_the_likely_reason(
     assert reason in result.evidence
 
 
+def test_a_missed_pod_whose_service_account_mutates_now_was_created_too_early() -> None:
+    pod = a_pod()
+    injection = check_injection(pod, sources({"eks.amazonaws.com/role-arn": ROLE}), SETTINGS)
+
+    result = check_pod_mutated(pod, injection, REGISTRATION, {}, None, mutates_now=True)
+
+    assert result.status is Status.FAIL
+    assert "the webhook mutates a new pod of this ServiceAccount now (dry-run)" in result.evidence
+    assert "created before the ServiceAccount's role was set" in result.evidence
+    assert "delete the pod" in result.fix
+
+
 def test_a_pod_of_an_unannotated_service_account_is_not_judged() -> None:
     pod = a_pod()
     result = check_pod_mutated(

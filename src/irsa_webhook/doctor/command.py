@@ -174,6 +174,9 @@ async def _examine_with(
         check_service_account(namespace, account, service_account, entry, identity, settings)
     ]
 
+    webhook = await _webhook_facts(
+        api, registration, webhook_config, registration_problem, namespace, account, irsa
+    )
     no_pod = "no pod: doctor serviceaccount checks a pod yet to be created"
     injection = None
     if pod is not None:
@@ -187,14 +190,18 @@ async def _examine_with(
             else None
         )
         results.append(
-            check_pod_mutated(pod, injection, registration, namespace_labels, annotated_at)
+            check_pod_mutated(
+                pod,
+                injection,
+                registration,
+                namespace_labels,
+                annotated_at,
+                mutates_now=webhook.dry_run == "mutated",
+            )
         )
     else:
         results.append(skipped("pod-mutated", no_pod))
 
-    webhook = await _webhook_facts(
-        api, registration, webhook_config, registration_problem, namespace, account, irsa
-    )
     results.append(check_webhook_reachable(webhook))
     if pod is not None and injection is not None:
         results.append(check_token_readable(pod, injection, settings))

@@ -105,8 +105,12 @@ def check_pod_mutated(
     registration: WebhookRegistration | None,
     namespace_labels: Mapping[str, str],
     annotated_at: datetime | None,
+    mutates_now: bool = False,
 ) -> CheckResult:
-    """The pod has what the webhook would inject now; if not, the most likely reason why."""
+    """The pod has what the webhook would inject now; if not, the most likely reason why.
+
+    ``mutates_now``: a dry-run pod of the same ServiceAccount was mutated just now.
+    """
     check = "pod-mutated"
     if injection.state is InjectionState.NOT_EXPECTED:
         return skipped(check, "the ServiceAccount names no role, so nothing is expected")
@@ -133,7 +137,7 @@ def check_pod_mutated(
             restart,
         )
     missing = "missing " + "; ".join(injection.missing)
-    reason = _why_not_mutated(pod, registration, namespace_labels, annotated_at)
+    reason = _why_not_mutated(pod, registration, namespace_labels, annotated_at, mutates_now)
     fix = restart
     if reason.startswith("the pod carries"):
         fix = f"remove the label {SKIP_LABEL} from the pod template, then {restart}"
@@ -151,6 +155,7 @@ def _why_not_mutated(
     registration: WebhookRegistration | None,
     namespace_labels: Mapping[str, str],
     annotated_at: datetime | None,
+    mutates_now: bool,
 ) -> str:
     metadata = pod.get("metadata") or {}
     labels = metadata.get("labels") or {}
@@ -174,7 +179,15 @@ def _why_not_mutated(
             f"the pod was created at {created.isoformat()}, before the ServiceAccount's role "
             f"was set at {annotated_at.isoformat()}"
         )
-    if registration.failure_policy == "Ignore":
+    if mutates_now:
+        # managedFields may not record the annotation (an object created without fields has
+        # none, and updates then add none), so the order can be unknown.
+        reason = (
+            "the webhook mutates a new pod of this ServiceAccount now (dry-run), so this pod was "
+            "created before the ServiceAccount's role was set, or while the webhook was "
+            "unreachable"
+        )
+    elif registration.failure_policy == "Ignore":
         reason = (
             "the webhook was not reached when the pod was created and failurePolicy is Ignore "
             "(it failed open)"
