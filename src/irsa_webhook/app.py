@@ -29,7 +29,7 @@ from irsa_webhook.admission import (
     error_body,
 )
 from irsa_webhook.config import MutationSettings
-from irsa_webhook.decision import Decision, Sources, decide, warning_reason
+from irsa_webhook.decision import Decision, Sources, decide
 from irsa_webhook.identity import (
     ConfigMapMappings,
     ContainerCredentialsConfig,
@@ -192,7 +192,7 @@ async def _mutate(request: Request, state: WebhookState) -> Response:
     state.metrics.observe_decision(
         decision.outcome,
         decision.identity.mode.value if decision.identity else None,
-        [warning_reason(warning) for warning in decision.warnings],
+        [warning.reason for warning in decision.warnings],
         time.perf_counter() - started,
     )
     return _json(200, body)
@@ -222,7 +222,7 @@ def _log_decision(review: ReviewRequest, decision: Decision, started: float) -> 
             "outcome": decision.outcome,
             "mutated": ",".join(decision.mutated),
             "skipped": ",".join(decision.skipped),
-            "warnings": len(decision.warnings),
+            "warnings": ",".join(warning.reason for warning in decision.warnings),
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         },
     )

@@ -93,7 +93,7 @@ class Metrics:
         )
         self.warnings = Counter(
             "irsa_webhook_warnings",
-            "Admission warnings returned, by reason",
+            "Admission warnings returned, by reason code (stable, see irsa_webhook.reasons)",
             ["reason"],
             registry=registry,
         )
