@@ -28,6 +28,7 @@ from irsa_webhook.admission import (
     encode_response,
     error_body,
 )
+from irsa_webhook.cache import LookupSkipped
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.decision import Decision, Sources, decide
 from irsa_webhook.identity import (
@@ -48,7 +49,9 @@ class ServiceAccountLookup(Protocol):
 
     def get(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
 
-    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
+    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        """The entry after a live GET; raises ``LookupSkipped`` when none may be made now."""
+        ...
 
     def snapshot(self) -> dict[str, ServiceAccountEntry]: ...
 
@@ -183,10 +186,18 @@ async def _mutate(request: Request, state: WebhookState) -> Response:
     decision = Decision("not-a-pod-create")
     if review.pod is not None:
         entry = state.service_accounts.get(review.namespace, review.service_account)
+        skipped = None
         if entry is None:
-            entry = await state.service_accounts.lookup(review.namespace, review.service_account)
+            try:
+                entry = await state.service_accounts.lookup(
+                    review.namespace, review.service_account
+                )
+            except LookupSkipped as exc:
+                skipped = exc.warning
         sources = Sources(entry, state.config_map.current, state.container_credentials.current)
         decision = decide(review, sources, state.settings, state.random_int)
+        if skipped is not None:
+            decision.warnings.append(skipped)
         _log_decision(review, decision, started)
     body = encode_response(review, decision.patch, decision.warnings)
     state.metrics.observe_decision(

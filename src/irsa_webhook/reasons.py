@@ -29,6 +29,8 @@ class Reason(StrEnum):
     """A container sets the credential variables itself, so it gets none from us."""
     RESERVED_VOLUME_NAME = "reserved-volume-name"
     """A volume has the token volume's name but is no projected token."""
+    LIVE_LOOKUP_SKIPPED = "live-lookup-skipped"
+    """A cache miss got no live GET: the lookups' rate or in-flight limit was reached."""
 
 
 @dataclass(frozen=True, slots=True)

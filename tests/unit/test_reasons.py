@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -12,7 +12,9 @@ import pytest
 import trustme
 
 from irsa_webhook.app import WebhookState, create_metrics_app, create_webhook_app
+from irsa_webhook.cache import ServiceAccountCache
 from irsa_webhook.identity import parse_service_account
+from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.reasons import Reason
 from loopback import MemoryServiceAccounts, Pki, RunningServer, make_state, run_server
 
@@ -86,11 +88,21 @@ CASES: dict[Reason, tuple[dict[str, str], dict[str, str], dict[str, Any], list[A
 
 
 def test_every_reason_has_a_case() -> None:
-    assert set(CASES) == set(Reason)
+    assert set(CASES) | {Reason.LIVE_LOOKUP_SKIPPED} == set(Reason)
 
 
 def test_every_reason_code_is_a_metric_label_of_lowercase_words() -> None:
     assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", reason) for reason in Reason)
+
+
+class NoApi:
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        raise ApiError(0, "Unreachable", "no API server in this test")
+
+    def stream(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        raise ApiError(0, "Unreachable", "no API server in this test")
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +136,20 @@ def test_each_warning_is_counted_under_its_own_reason(
     reason: Reason,
 ) -> None:
     state, accounts, webhook, metrics, pki = served
-    account_annotations, pod_annotations, container_fields, volumes = CASES[reason]
+    account_annotations, pod_annotations, container_fields, volumes = CASES.get(
+        reason, ({}, {}, {}, [])
+    )
     name = f"sa-{reason}"
-    accounts.entries[("team-a", name)] = parse_service_account(account_annotations, state.settings)
+    if reason is Reason.LIVE_LOOKUP_SKIPPED:
+        # A miss with no lookup left in the bucket: the real cache, which never gets to call.
+        state.service_accounts = ServiceAccountCache(
+            NoApi(), state.settings, metrics=state.metrics, lookup_burst=0, lookup_rate=0
+        )
+    else:
+        state.service_accounts = accounts
+        accounts.entries[("team-a", name)] = parse_service_account(
+            account_annotations, state.settings
+        )
     pod: dict[str, Any] = {
         "metadata": {"name": "p", "annotations": pod_annotations},
         "spec": {
