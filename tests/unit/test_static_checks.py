@@ -203,6 +203,48 @@ def test_the_webhook_registration_defaults(helm: str) -> None:
     assert webhook["objectSelector"] == {
         "matchExpressions": [{"key": SKIP_LABEL, "operator": "DoesNotExist"}]
     }
+    # It answers from memory: a hung webhook must not hold every pod creation for 10 s.
+    assert webhook["timeoutSeconds"] == 3
+    assert webhook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", NAMESPACE],
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "excluded"),
+    [
+        pytest.param(["mutatingWebhook.excludeNamespaces=null"], [NAMESPACE], id="kube-system-in"),
+        pytest.param(
+            ["mutatingWebhook.excludeReleaseNamespace=false"], ["kube-system"], id="release-in"
+        ),
+        pytest.param(
+            [
+                "mutatingWebhook.excludeNamespaces=null",
+                "mutatingWebhook.excludeReleaseNamespace=false",
+            ],
+            None,
+            id="all-in",
+        ),
+    ],
+)
+def test_excluded_namespaces_can_be_opted_back_in(
+    helm: str, settings: list[str], excluded: list[str] | None
+) -> None:
+    args = ["--set", "mutatingWebhook.namespaceSelector.matchLabels.irsa=enabled"]
+    documents = render(helm, *args, *[arg for setting in settings for arg in ("--set", setting)])
+    (webhook,) = only(documents, "MutatingWebhookConfiguration")["webhooks"]
+    expected: dict[str, Any] = {"matchLabels": {"irsa": "enabled"}}
+    if excluded is not None:
+        expected["matchExpressions"] = [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
+        ]
+    assert webhook["namespaceSelector"] == expected
 
 
 def test_the_skip_label_stays_excluded_next_to_user_selectors(helm: str) -> None:
@@ -274,7 +316,12 @@ def test_the_config_map_role_exists_only_with_the_config_map_source(
     (role,), (binding,) = roles, bindings
     assert role["metadata"]["namespace"] == NAMESPACE
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["pod-identity-webhook"],
+            "verbs": ["get", "list", "watch"],
+        }
     ]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

@@ -134,3 +134,30 @@ The DNS names the API server may use to reach the webhook through its Service.
 {{- $ns := include "irsa-webhook.namespace" . }}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
 {{- end }}
+
+{{/*
+The name of the webhook in the registration: the reference's, so API server metrics and alerts keyed
+on it keep working. The PrometheusRule selects the API server's series by it.
+*/}}
+{{- define "irsa-webhook.webhookName" -}}
+pod-identity-webhook.amazonaws.com
+{{- end }}
+
+{{/*
+The registration's namespaceSelector: the user's selector with the excluded namespaces
+(mutatingWebhook.excludeNamespaces, and the release namespace unless excludeReleaseNamespace is
+false) added as one more expression on the label every namespace carries, so that no user
+selector can bring them back by accident.
+*/}}
+{{- define "irsa-webhook.namespaceSelector" -}}
+{{- $selector := deepCopy .Values.mutatingWebhook.namespaceSelector }}
+{{- $excluded := .Values.mutatingWebhook.excludeNamespaces | default list }}
+{{- if .Values.mutatingWebhook.excludeReleaseNamespace }}
+{{- $excluded = append $excluded (include "irsa-webhook.namespace" .) }}
+{{- end }}
+{{- with $excluded | uniq }}
+{{- $expression := dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" . }}
+{{- $_ := set $selector "matchExpressions" (append ($selector.matchExpressions | default list) $expression) }}
+{{- end }}
+{{- toYaml $selector }}
+{{- end }}
