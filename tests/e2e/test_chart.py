@@ -5,7 +5,6 @@ generated certificate, by the Service name its certificate is issued for."""
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import ssl
@@ -235,19 +234,6 @@ def url_release(
         yield r
 
 
-@pytest.fixture(scope="module")
-def generated_release(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Release]:
-    """A release with the default certificate source: the chart generates a CA and a certificate
-    into a Secret and registers the webhook by its Service (which has no pods here)."""
-    release = install(control_plane, tmp_path_factory.mktemp("chart-generated"), "gen", {})
-    try:
-        yield release
-    finally:
-        helm(control_plane, "uninstall", release.name, "--namespace", release.namespace)
-
-
 def selected_namespace(release: Release) -> str:
     namespace = create_namespace(release.plane, "chart-app", {SELECTOR_LABEL: release.selector})
     release.plane.apply(service_account(namespace, "app", {"eks.amazonaws.com/role-arn": ROLE}))
@@ -306,56 +292,6 @@ def test_the_chart_service_account_may_read_service_accounts_and_nothing_else(
         "auth", "can-i", verb, resource, "--all-namespaces", "--as", user, check=False
     )
     assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
-
-
-def generated_secret(release: Release) -> dict[str, str]:
-    secret = release.plane.get("secret", f"{release.fullname}-cert", "-n", release.namespace)
-    assert secret["type"] == "kubernetes.io/tls"
-    data: dict[str, str] = secret["data"]
-    assert set(data) == {"ca.crt", "tls.crt", "tls.key"}
-    return data
-
-
-def test_the_generated_certificate_serves_the_name_the_registration_trusts(
-    generated_release: Release,
-) -> None:
-    release = generated_release
-    data = generated_secret(release)
-    client_config = release.webhook_registration()["clientConfig"]
-    assert client_config["caBundle"] == data["ca.crt"]
-    service = f"{client_config['service']['name']}.{client_config['service']['namespace']}.svc"
-    # serve() fails unless the webhook, holding the Secret's key pair and the chart's RBAC, turns
-    # ready for a client that trusts the registration's caBundle for the Service's name.
-    webhook = serve(
-        release,
-        base64.b64decode(data["tls.crt"]),
-        base64.b64decode(data["tls.key"]),
-        base64.b64decode(client_config["caBundle"]),
-        free_port(),
-        service,
-    )
-    webhook.stop()
-
-
-def test_helm_upgrade_keeps_the_generated_certificate(generated_release: Release) -> None:
-    release = generated_release
-    before = generated_secret(release)
-    helm(
-        release.plane,
-        "upgrade",
-        release.name,
-        str(CHART),
-        "--namespace",
-        release.namespace,
-        "--values",
-        str(release.values),
-        "--set",
-        "config.logLevel=debug",
-    )
-    (deployment,) = release.chart_objects("deployments")["items"]
-    assert "--log-level=debug" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert generated_secret(release) == before
-    assert release.webhook_registration()["clientConfig"]["caBundle"] == before["ca.crt"]
 
 
 def test_the_plain_manifests_pass_server_side_dry_run(control_plane: ControlPlane) -> None:

@@ -83,7 +83,8 @@ same values select the same source here:
   certManager     pki.certManager.enabled: cert-manager issues it and injects the CA into the webhook
   existingSecret  pki.existingSecret: a kubernetes.io/tls Secret you manage, CA in pki.caBundle
   manual          pki.cert + pki.key: the chart stores them in a Secret, CA in pki.caBundle
-  generated       none of them: the chart generates a CA and a certificate once and keeps them
+  selfManaged     none of them: the webhook keeps its own CA and certificate in a Secret and the CA in
+                  the caBundle, renews them and restores a wiped caBundle (--self-managed-cert-*)
   external        mutatingWebhook.url: the webhook runs outside the cluster, CA in pki.caBundle
 Asking for two sources at once is an error rather than a silent choice.
 */}}
@@ -114,8 +115,16 @@ Asking for two sources at once is an error rather than a silent choice.
 {{- end }}
 {{- print "manual" }}
 {{- else }}
-{{- print "generated" }}
+{{- print "selfManaged" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Secret the webhook keeps its self-managed CA and certificate in. Not the name of the other
+modes' TLS Secret: that one is of type kubernetes.io/tls, and a Secret's type cannot change.
+*/}}
+{{- define "irsa-webhook.selfManagedSecretName" -}}
+{{- printf "%s-pki" (include "irsa-webhook.fullname" .) }}
 {{- end }}
 
 {{/*
