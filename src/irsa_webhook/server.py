@@ -31,6 +31,8 @@ from irsa_webhook.identity import (
 from irsa_webhook.imds import partition_and_account
 from irsa_webhook.kubeapi import KubeApi
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.pki import Lifetimes
+from irsa_webhook.selfmanaged import SelfManagedCertificate
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context
 
 logger = logging.getLogger(__name__)
@@ -75,15 +77,8 @@ def _with_composed_account(settings: ServerSettings) -> ServerSettings:
 async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
     metrics = Metrics()
     metrics.used.set(1)
-    reloader = CertificateReloader(
-        context, settings.tls_cert, settings.tls_key, metrics, settings.tls_reload_interval
-    )
-    try:
-        reloader.load()
-    except CertificateError as exc:
-        logger.error("not ready until the certificate loads: %s", exc)
-
     api = KubeApi.from_config(settings.kubeconfig, settings.kube_api)
+    reloader = _certificate_source(settings, api, context, metrics)
     service_accounts = ServiceAccountCache(
         api,
         settings.mutation,
@@ -164,6 +159,34 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
     await api.aclose()
     logger.info("stopped")
     return exit_code
+
+
+def _certificate_source(
+    settings: ServerSettings, api: KubeApi, context: ssl.SSLContext, metrics: Metrics
+) -> CertificateReloader | SelfManagedCertificate:
+    if settings.self_managed_cert_secret:
+        return SelfManagedCertificate(
+            api,
+            context,
+            namespace=settings.namespace,
+            secret=settings.self_managed_cert_secret,
+            webhook_configuration=settings.self_managed_cert_webhook_configuration,
+            hosts=settings.self_managed_cert_hosts,
+            lifetimes=Lifetimes(
+                settings.self_managed_cert_lifetime, settings.self_managed_ca_lifetime
+            ),
+            metrics=metrics,
+            watch_timeout=settings.watch_timeout,
+            inactivity_timeout=settings.watch_inactivity_timeout,
+        )
+    reloader = CertificateReloader(
+        context, settings.tls_cert, settings.tls_key, metrics, settings.tls_reload_interval
+    )
+    try:
+        reloader.load()
+    except CertificateError as exc:
+        logger.error("not ready until the certificate loads: %s", exc)
+    return reloader
 
 
 async def _logged(awaitable: Awaitable[None]) -> None:
