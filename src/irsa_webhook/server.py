@@ -30,6 +30,7 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.imds import partition_and_account
 from irsa_webhook.kubeapi import KubeApi
+from irsa_webhook.kubeconfig import Connection, load_connection
 from irsa_webhook.metrics import Metrics
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context
 
@@ -55,10 +56,11 @@ def serve(settings: ServerSettings) -> int:
     try:
         settings = _with_composed_account(settings)
         context = create_context(settings.tls_min_version, settings.tls_cipher_suites)
+        connection = load_connection(settings.kubeconfig, settings.kube_api)
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
-    return asyncio.run(_serve(settings, context))
+    return asyncio.run(_serve(settings, context, connection))
 
 
 def _with_composed_account(settings: ServerSettings) -> ServerSettings:
@@ -72,7 +74,7 @@ def _with_composed_account(settings: ServerSettings) -> ServerSettings:
     )
 
 
-async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
+async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: Connection) -> int:
     metrics = Metrics()
     metrics.used.set(1)
     reloader = CertificateReloader(
@@ -83,7 +85,7 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
     except CertificateError as exc:
         logger.error("not ready until the certificate loads: %s", exc)
 
-    api = KubeApi.from_config(settings.kubeconfig, settings.kube_api)
+    api = KubeApi.from_connection(connection)
     service_accounts = ServiceAccountCache(
         api,
         settings.mutation,
