@@ -120,8 +120,8 @@ def test_a_bad_environment_value_is_ignored_when_the_command_line_sets_the_flag(
         (
             ["--token-expiration=5000000000"],
             {},
-            4294967295,
-            "--token-expiration 5000000000 is above the maximum; using 4294967295 seconds",
+            4294967296,
+            "--token-expiration 5000000000 is above the maximum; using 4294967296 seconds",
         ),
         (["--token-expiration=600"], {}, 600, None),
     ],
