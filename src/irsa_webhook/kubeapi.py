@@ -1,4 +1,5 @@
-"""A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH.
+"""A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH, and
+the writes of the self-managed certificates.
 
 Requests go through ``httpx`` and JSON through ``orjson``; where the server is and which
 credentials to send come from ``kubeconfig`` and ``credentials``. Objects stay plain dicts, as
@@ -132,6 +133,24 @@ class KubeApi:
             raise _transport_error(exc) from exc
         except CredentialError as exc:
             raise _credential_error(exc) from exc
+        if response.is_error:
+            raise _status_error(response)
+        return _decode(response.content)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """A write (POST, PUT, or PATCH in ``content_type``); returns the object as stored."""
+        try:
+            response = await self._client.request(
+                method, path, content=orjson.dumps(body), headers={"Content-Type": content_type}
+            )
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
         if response.is_error:
             raise _status_error(response)
         return _decode(response.content)

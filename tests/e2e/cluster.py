@@ -376,21 +376,26 @@ def pod(namespace: str, name: str, account: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def dry_run_create(plane: ControlPlane, body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """``kubectl create --dry-run=server``: admission runs, webhooks included; nothing is stored."""
+    return plane.kubectl(
+        "create",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        stdin=orjson.dumps(body).decode(),
+        check=False,
+    )
+
+
 def wait_until_mutating(plane: ControlPlane, namespace: str, account: str) -> None:
     """Webhook configurations reach the API server asynchronously: probe with dry-run."""
     probe = pod(namespace, "probe", account)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        result = plane.kubectl(
-            "create",
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            stdin=orjson.dumps(probe).decode(),
-            check=False,
-        )
+        result = dry_run_create(plane, probe)
         if result.returncode == 0 and "AWS_ROLE_ARN" in result.stdout:
             return
         time.sleep(0.5)
