@@ -13,10 +13,8 @@ import ssl
 from pathlib import Path
 from typing import Any, TextIO
 
-from kubernetes.config import ConfigException
-
 from irsa_webhook import flags
-from irsa_webhook.config import CONFIG_MAP_KEY, CONFIG_MAP_NAME, MutationSettings
+from irsa_webhook.config import CONFIG_MAP_KEY, CONFIG_MAP_NAME, ConfigError, MutationSettings
 from irsa_webhook.decision import Sources
 from irsa_webhook.doctor import CHECK_IDS, WEBHOOK_NAME
 from irsa_webhook.doctor.aws_checks import (
@@ -125,7 +123,7 @@ async def _examine(
     context = _issuer_context(arguments.ca_bundle)
     try:
         api = KubeApi.from_config(_kubeconfig(arguments.kubeconfig))
-    except (ConfigException, OSError) as exc:
+    except (ConfigError, OSError) as exc:
         raise CannotRun(f"no usable Kubernetes credentials: {exc}") from None
     try:
         return await _examine_with(api, arguments, settings, context)

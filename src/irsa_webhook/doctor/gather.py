@@ -109,7 +109,8 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 async def mint_token(api: KubeApi, namespace: str, name: str, audience: str) -> MintedToken:
     """TokenRequest for ``namespace/name``: what the kubelet would project into the pod."""
-    response = await api.post(
+    response = await api.send(
+        "POST",
         f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
         {
             "apiVersion": "authentication.k8s.io/v1",
@@ -139,10 +140,10 @@ def probe_pod(namespace: str, service_account: str) -> dict[str, Any]:
 
 async def dry_run_pod(api: KubeApi, namespace: str, service_account: str) -> dict[str, Any]:
     """Create a pod with ``dryRun=All``: admission (our webhook too) runs, nothing is stored."""
-    return await api.post(
-        f"/api/v1/namespaces/{namespace}/pods",
+    return await api.send(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods?dryRun=All",
         probe_pod(namespace, service_account),
-        params={"dryRun": "All"},
     )
 
 

@@ -54,7 +54,7 @@ def check_service_account(
             f'pods naming it are refused: serviceaccount "{name}" not found',
             f"create {where} and annotate it with {annotation}, or fix spec.serviceAccountName",
         )
-    warnings = list(entry.warnings) if entry is not None else []
+    warnings = [str(w) for w in entry.warnings] if entry is not None else []
     if identity is None:
         near_misses = "; ".join(warnings) or f"no {annotation} annotation"
         return CheckResult(
