@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -27,90 +26,24 @@ from cluster import (
     service_account,
     webhook_configuration,
 )
+from doctoring import (
+    AWS_SIDE,
+    CLUSTER_SIDE,
+    anonymous_issuer_reads,
+    create,
+    doctor,
+    doctor_json,
+)
 from loopback import free_port
 
 ROLE = "arn:aws:iam::111122223333:role/reader"
 ROLE_ANNOTATION = {"eks.amazonaws.com/role-arn": ROLE}
-CLUSTER_SIDE = (
-    "service-account",
-    "pod-mutated",
-    "webhook-reachable",
-    "token-readable",
-    "credential-shadowing",
-    "issuer-discovery",
-    "issuer-match",
-    "jwks-kid",
-)
-AWS_SIDE = ("provider-exists", "provider-audience", "trust-policy", "sts-probe")
 
 
 @pytest.fixture(scope="module")
 def public_issuer(control_plane: ControlPlane) -> Iterator[None]:
-    """Let anonymous clients read the issuer documents, as STS must (the k8s docs' binding)."""
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "doctor-e2e-issuer-discovery"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "system:service-account-issuer-discovery",
-        },
-        "subjects": [
-            {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Group",
-                "name": "system:unauthenticated",
-            }
-        ],
-    }
-    control_plane.apply(binding)
-    try:
+    with anonymous_issuer_reads(control_plane):
         yield
-    finally:
-        control_plane.kubectl("delete", "clusterrolebinding", "doctor-e2e-issuer-discovery")
-
-
-def doctor(
-    plane: ControlPlane, *args: str, configuration: str = "irsa"
-) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    environ["KUBECONFIG"] = plane.kubeconfig
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "irsa-webhook"),
-            "doctor",
-            *args,
-            "--webhook-configuration",
-            configuration,
-            "--ca-bundle",
-            plane.ca_cert,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        check=False,
-    )
-
-
-def doctor_json(plane: ControlPlane, *args: str, configuration: str = "irsa") -> dict[str, Any]:
-    result = doctor(plane, *args, "--output", "json", configuration=configuration)
-    assert result.returncode in (0, 1), result.stderr
-    checks = orjson.loads(result.stdout)
-    assert [c["check"] for c in checks] == [*CLUSTER_SIDE, *AWS_SIDE]
-    assert all(set(c) == {"check", "status", "evidence", "symptom", "fix"} for c in checks)
-    by_id = {c["check"]: c for c in checks}
-    failed = {c["check"] for c in checks if c["status"] == "fail"}
-    assert result.returncode == (1 if failed else 0)
-    return {"checks": by_id, "failed": failed}
-
-
-def create(plane: ControlPlane, document: dict[str, Any]) -> dict[str, Any]:
-    created = plane.kubectl(
-        "create", "-o", "json", "-f", "-", stdin=orjson.dumps(document).decode()
-    )
-    return orjson.loads(created.stdout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
