@@ -11,6 +11,7 @@ import pytest
 from irsa_webhook.aws.trust_policy import (
     PolicyError,
     WebIdentityRequest,
+    condition_key_prefixes,
     evaluate,
     load_policy,
 )
@@ -441,3 +442,15 @@ def test_the_request_context_comes_from_the_tokens_claims() -> None:
 def test_a_string_audience_claim_is_one_value() -> None:
     built = WebIdentityRequest.from_claims(PROVIDER, {"sub": SUBJECT, "aud": "sts.amazonaws.com"})
     assert built.context[AUD] == ["sts.amazonaws.com"]
+
+
+def test_the_issuer_spellings_of_the_condition_keys_are_listed_once_each() -> None:
+    document = policy(
+        statement({"StringEquals": {SUB: SUBJECT, AUD: "sts.amazonaws.com"}}),
+        statement({"StringLike": {f"https://{ISSUER}:sub": "x", "aws:SourceIp": "1.2.3.4"}}),
+    )
+
+    assert condition_key_prefixes(document) == [f"https://{ISSUER}", ISSUER]
+    assert condition_key_prefixes(json.dumps(document)) == [f"https://{ISSUER}", ISSUER]
+    assert condition_key_prefixes("{not json") == []
+    assert condition_key_prefixes(None) == []

@@ -5,13 +5,15 @@ perform sts:AssumeRoleWithWebIdentity``. This module applies IAM's documented ev
 the one request IRSA makes, so ``doctor`` can name the statement and the condition that failed
 with the values compared, and the lab's validating STS can refuse exactly when AWS would.
 
-Pure: no boto3, no network, no clock. The API is three names:
+Pure: no boto3, no network, no clock. The API is small:
 
 - ``WebIdentityRequest`` (what STS evaluates: the provider ARN, the action, the context keys;
   ``WebIdentityRequest.from_claims`` builds it from a token's claims),
 - ``evaluate(policy, request) -> Evaluation`` (``allowed``, per-statement results,
   lint ``findings``, ``explain()`` lines for a human),
-- ``PolicyError`` for a document that is not a policy at all.
+- ``PolicyError`` for a document that is not a policy at all,
+- ``load_policy`` (dict, JSON or IAM's URL-encoded JSON -> dict) and ``condition_key_prefixes``
+  (the issuer spellings the condition keys use).
 
 Semantics implemented (IAM User Guide, "Policy evaluation logic", "Condition operators",
 "Single-valued vs. multivalued context keys"):
@@ -453,6 +455,29 @@ def _unmark(value: str) -> str:
 def _show(values: tuple[str, ...]) -> str:
     shown = [v.replace("\x00star\x00", "${*}").replace("\x00question\x00", "${?}") for v in values]
     return repr(shown[0]) if len(shown) == 1 else "[" + ", ".join(repr(v) for v in shown) + "]"
+
+
+def condition_key_prefixes(policy: Mapping[str, Any] | str | None) -> list[str]:
+    """The issuer spellings a policy's ``<issuer-host-path>:sub``/``:aud`` condition keys use,
+    sorted; ``doctor`` compares them byte for byte with the token's ``iss``. A document that is
+    not a policy has none."""
+    if policy is None:
+        return []
+    try:
+        document = load_policy(policy)
+    except PolicyError:
+        return []
+    statements = document.get("Statement")
+    statements = [statements] if isinstance(statements, Mapping) else statements or []
+    prefixes: set[str] = set()
+    for statement in statements if isinstance(statements, list) else []:
+        conditions = statement.get("Condition") if isinstance(statement, Mapping) else None
+        for keys in conditions.values() if isinstance(conditions, Mapping) else ():
+            for key in keys if isinstance(keys, Mapping) else ():
+                claim = _CLAIM_KEY.fullmatch(str(key))
+                if claim and claim.group("claim").lower() in ("sub", "aud"):
+                    prefixes.add(claim.group("prefix"))
+    return sorted(prefixes)
 
 
 # --- lint: mistakes worth naming even when this request is not the one they break -------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from irsa_webhook import flags
+from irsa_webhook.aws.trust_policy import condition_key_prefixes
 from irsa_webhook.config import CONFIG_MAP_KEY, CONFIG_MAP_NAME, ConfigError, MutationSettings
 from irsa_webhook.decision import Sources
 from irsa_webhook.doctor import CHECK_IDS, WEBHOOK_NAME
@@ -396,28 +397,6 @@ def _aws_spellings(aws: AwsFacts) -> list[tuple[str, str | None]]:
             url = arn.partition(":oidc-provider/")[2]
             if url.split("/")[0].replace(":443", "") == host.replace(":443", ""):
                 spellings.append((f"the IAM provider URL of {arn}", "https://" + url))
-    for prefix in sorted(_condition_prefixes(aws.trust_policy)):
+    for prefix in condition_key_prefixes(aws.trust_policy):
         spellings.append(("the trust policy's condition key prefix", "https://" + prefix))
     return spellings
-
-
-def _condition_prefixes(policy: Any) -> set[str]:
-    from irsa_webhook.aws.trust_policy import PolicyError, load_policy
-
-    try:
-        document = load_policy(policy) if policy is not None else {}
-    except PolicyError:
-        return set()
-    statements = document.get("Statement") or []
-    statements = [statements] if isinstance(statements, dict) else statements
-    prefixes: set[str] = set()
-    for statement in statements:
-        if not isinstance(statement, dict):
-            continue
-        condition = statement.get("Condition") or {}
-        for keys in condition.values() if isinstance(condition, dict) else ():
-            for key in keys if isinstance(keys, dict) else ():
-                head, _, claim = str(key).rpartition(":")
-                if claim in ("sub", "aud") and head:
-                    prefixes.add(head)
-    return prefixes
