@@ -12,7 +12,8 @@ from irsa_webhook.doctor.report import CheckResult, Status, ok
 
 NO_VERIFICATION_KEY = (
     "An error occurred (InvalidIdentityToken) when calling the AssumeRoleWithWebIdentity "
-    "operation: Couldn't retrieve verification key from your identity provider, please "
+    # Two spaces after the comma: STS sends it so (raw responses quoted in SDK bug reports).
+    "operation: Couldn't retrieve verification key from your identity provider,  please "
     "reference AssumeRoleWithWebIdentity documentation for requirements"
 )
 NO_PROVIDER = (
