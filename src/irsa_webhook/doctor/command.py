@@ -67,6 +67,7 @@ from irsa_webhook.identity import (
     EMPTY_CONFIG_MAP,
     EMPTY_CONTAINER_CREDENTIALS,
     ROLE_ARN,
+    ROLE_ARN_PATTERN,
     ConfigMapMappings,
     Identity,
     Mode,
@@ -352,7 +353,11 @@ async def _chain(
         return results + [skipped(c, why) for c in after]
 
     iss = str(token.claims.get("iss", ""))
-    aws = await asyncio.to_thread(_read_aws, identity.role_arn, iss, token.token)
+    if ROLE_ARN_PATTERN.fullmatch(identity.role_arn):
+        aws = await asyncio.to_thread(_read_aws, identity.role_arn, iss, token.token)
+    else:
+        why = "the role ARN does not parse (see service-account)"
+        aws = AwsFacts(iam_unavailable=why, sts_unavailable=why)
     compared: list[tuple[str, str | None]] = [
         ("the API server's discovery issuer", issuer or None),
         (
