@@ -15,7 +15,7 @@ import jsonpatch
 import orjson
 import yaml
 
-from irsa_webhook import __version__, flags
+from irsa_webhook import __version__, chain_cli, flags
 from irsa_webhook.admission import EnvelopeError, decode_review, encode_response
 from irsa_webhook.config import CONFIG_MAP_KEY, ConfigError, MutationSettings
 from irsa_webhook.decision import Sources, decide
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kubernetes admission webhook that gives pods AWS IAM identities (IRSA).",
     )
     parser.add_argument("--version", action="version", version=f"irsa-webhook {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,mutate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,mutate,oidc}")
 
     serve = commands.add_parser("serve", help="run the admission webhook server")
     serve.add_argument(
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mutate.add_argument("--output", choices=("pod", "patch", "review"), default="pod")
     flags.add_flags(mutate, flags.MUTATION_FLAGS)
+    chain_cli.add_commands(commands)
     return parser
 
 
@@ -93,6 +94,8 @@ def _bool_arg(value: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    if arguments.command in ("oidc", "iam"):
+        return chain_cli.run(arguments)
     try:
         if arguments.command == "mutate":
             return run_mutate(arguments, sys.stdin, sys.stdout, sys.stderr)
