@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 MIN_TOKEN_EXPIRATION = 600
 """The API server rejects projected tokens shorter than ten minutes."""
 
-MAX_TOKEN_EXPIRATION = 2**32 - 1
-"""The API server rejects ``expirationSeconds`` above 2^32 - 1."""
+MAX_TOKEN_EXPIRATION = 2**32
+"""The API server rejects ``expirationSeconds`` above 2^32 (its check is ``> math.MaxUint32``
+on an int64, so 4294967296 itself passes; the end-to-end tests ask it at both edges)."""
 
 DEFAULT_TOKEN_EXPIRATION = 86400
 

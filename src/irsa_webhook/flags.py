@@ -56,7 +56,7 @@ MUTATION_FLAGS = (
         "--token-expiration",
         "token_expiration",
         parse_int64,
-        "default token lifetime in seconds (600..4294967295)",
+        "default token lifetime in seconds (600..4294967296)",
     ),
     Flag(
         "--aws-default-region",

@@ -10,9 +10,7 @@ from chain_probe import FORBIDDEN, loaded_after
 
 
 def test_serve_and_the_cli_parser_load_no_aws_code() -> None:
-    loaded = loaded_after(
-        "from irsa_webhook import cli, server; cli.build_parser().parse_args(['serve'])"
-    )
+    loaded = loaded_after("from irsa_webhook import cli, server; cli.parse_arguments(['serve'])")
     assert loaded & FORBIDDEN == set()
 
 

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from irsa_webhook import flags
-from irsa_webhook.cli import build_parser
+from irsa_webhook.cli import parse_arguments
 from irsa_webhook.config import ConfigError, MutationSettings
 
 
 def mutate_arguments(*args: str) -> argparse.Namespace:
-    return build_parser().parse_args(["mutate", "--pod", "pod.yaml", *args])
+    return parse_arguments(["mutate", "--pod", "pod.yaml", *args])[0]
 
 
 def serve_arguments(*args: str) -> argparse.Namespace:
-    return build_parser().parse_args(["serve", *args])
+    return parse_arguments(["serve", *args])[0]
 
 
 def test_without_flags_or_environment_the_reference_defaults_apply() -> None:
@@ -120,8 +120,8 @@ def test_a_bad_environment_value_is_ignored_when_the_command_line_sets_the_flag(
         (
             ["--token-expiration=5000000000"],
             {},
-            4294967295,
-            "--token-expiration 5000000000 is above the maximum; using 4294967295 seconds",
+            4294967296,
+            "--token-expiration 5000000000 is above the maximum; using 4294967296 seconds",
         ),
         (["--token-expiration=600"], {}, 600, None),
     ],
