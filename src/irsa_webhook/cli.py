@@ -52,6 +52,10 @@ COMMANDS: dict[str, Command] = {
         "irsa_webhook.commands.oidc",
         "build, publish (S3) and verify the cluster's OIDC issuer documents",
     ),
+    "iam": Command(
+        "irsa_webhook.commands.iam",
+        "the IAM OIDC provider, and roles bound to ServiceAccounts, on any cluster",
+    ),
 }
 
 

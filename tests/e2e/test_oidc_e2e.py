@@ -17,6 +17,10 @@ from chain import irsa, kubeconfig_with_server
 from cluster import ControlPlane
 from irsa_webhook.oidc import jwks, key_id, load_public_keys
 
+# Each CLI run is a fresh interpreter loading boto3 and the kubernetes client; the first test
+# also waits for the control plane and moto to start.
+pytestmark = pytest.mark.timeout(300)
+
 
 @pytest.fixture
 def bucket() -> str:

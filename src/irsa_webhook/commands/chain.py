@@ -51,6 +51,13 @@ def dry_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
 
+def cluster_and_aws(parser: argparse.ArgumentParser) -> None:
+    """``--kubeconfig``, ``--profile``, ``--region`` and ``--dry-run``: every AWS command's."""
+    kubeconfig(parser)
+    aws_options(parser)
+    dry_run(parser)
+
+
 def service_account(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", "-n", required=True)
     parser.add_argument("--service-account", required=True)

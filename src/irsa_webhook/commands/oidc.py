@@ -25,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     publish.add_argument("--issuer", help="the public issuer URL (--service-account-issuer)")
     publish.add_argument("--bucket", required=True)
     chain.key_sources(publish, required=True)
-    chain.kubeconfig(publish)
-    chain.aws_options(publish)
-    chain.dry_run(publish)
+    chain.cluster_and_aws(publish)
 
     verify = actions.add_parser(
         "verify",
