@@ -3,21 +3,22 @@ create and merge-patch of plain JSON objects.
 
 The webhook's own client (``kubeapi``) is asynchronous and read-only; these commands run one
 request after another and need writes, so they get their own, built on the same connection
-settings (the ``kubernetes`` package reads the kubeconfig or the in-cluster ServiceAccount).
+settings (``kubeconfig`` reads the kubeconfig or the in-cluster ServiceAccount).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-from kubernetes import client as kube_client
-from kubernetes import config as kube_config
 
-from irsa_webhook.kubeapi import _ssl_context
+from irsa_webhook.config import ConfigError
+from irsa_webhook.credentials import CredentialError
+from irsa_webhook.kubeconfig import load_connection
 
 REQUEST_TIMEOUT = 15.0
 """Per request: these commands run by hand, a stuck API server should fail, not hang."""
@@ -36,42 +37,45 @@ class ClusterError(Exception):
 class Cluster:
     """One API server, reached with the credentials of a kubeconfig or of the pod."""
 
-    def __init__(self, host: str, http: httpx.Client) -> None:
+    def __init__(self, host: str, http: httpx.Client, tls_server_name: str = "") -> None:
         self.host = host
         self._http = http
+        self._extensions = {"sni_hostname": tls_server_name} if tls_server_name else None
 
     @classmethod
     def connect(cls, kubeconfig: str = "") -> Cluster:
-        """``kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``, else in-cluster)."""
-        configuration = kube_client.Configuration()
-        default = os.environ.get("KUBECONFIG", "") or str(Path("~/.kube/config").expanduser())
+        """``kubeconfig`` (else ``$KUBECONFIG``, else ``~/.kube/config``, else in-cluster), read
+        by the webhook's own loader; credentials (an exec plugin's too) are fetched once, which
+        is enough for a command that runs for seconds."""
+        default = (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]) or str(
+            Path("~/.kube/config").expanduser()
+        )
+        path = kubeconfig or (default if Path(default).exists() else "")
         try:
-            if kubeconfig or Path(default.split(os.pathsep)[0]).exists():
-                # The kubernetes package's config loaders carry no type hints.
-                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig or None,
-                    client_configuration=configuration,
-                    persist_config=False,
-                )
-            else:
-                kube_config.load_incluster_config(configuration)  # type: ignore[no-untyped-call]
-        except (kube_config.ConfigException, OSError) as exc:
-            raise ClusterError(0, f"no usable Kubernetes credentials: {exc}") from None
-        token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+            connection = load_connection(path)
+            header = (
+                asyncio.run(connection.credentials.authorization())
+                if connection.credentials
+                else None
+            )
+        except (ConfigError, CredentialError) as exc:
+            raise ClusterError(0, f"no usable Kubernetes connection: {exc}") from None
         # The API server serves its JWKS only as application/jwk-set+json.
         headers = {
             "Accept": "application/json, application/jwk-set+json",
             "User-Agent": "irsa-webhook",
         }
-        if token:
-            headers["Authorization"] = token
+        if header:
+            headers["Authorization"] = header
         http = httpx.Client(
-            base_url=configuration.host,
-            verify=_ssl_context(configuration),
+            base_url=connection.host,
+            verify=connection.verify,
             headers=headers,
             timeout=REQUEST_TIMEOUT,
+            proxy=connection.proxy or None,
+            trust_env=False,
         )
-        return cls(configuration.host, http)
+        return cls(connection.host, http, connection.tls_server_name)
 
     def close(self) -> None:
         self._http.close()
@@ -104,7 +108,9 @@ class Cluster:
         headers = {"Content-Type": content_type} if content_type else {}
         content = orjson.dumps(body) if body is not None else None
         try:
-            response = self._http.request(method, path, content=content, headers=headers)
+            response = self._http.request(
+                method, path, content=content, headers=headers, extensions=self._extensions
+            )
         except httpx.HTTPError as exc:
             raise ClusterError(0, f"cannot reach the API server at {self.host}: {exc}") from None
         try:
