@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--version", action="version", version=f"irsa-webhook {__version__}")
     flags.add_flags(serve, flags.SERVER_FLAGS)
     flags.add_flags(serve, flags.MUTATION_FLAGS)
+    flags.add_flags(serve, flags.RECONCILE_FLAGS)
     flags.add_flags(serve, flags.LEGACY_FLAGS)
 
     mutate = commands.add_parser(

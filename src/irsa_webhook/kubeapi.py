@@ -1,4 +1,5 @@
-"""A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH.
+"""A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH, and
+for the reconciler (off by default) POST, PUT and PATCH.
 
 The official ``kubernetes`` package is synchronous, so it is used only to read the connection
 settings (kubeconfig or in-cluster); requests go through ``httpx`` and JSON through ``orjson``.
@@ -190,6 +191,24 @@ class KubeApi:
         """GET a JSON document, such as one object or one page of a list."""
         try:
             response = await self._client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        if response.is_error:
+            raise _status_error(response)
+        return _decode(response.content)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any],
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """POST, PUT or PATCH a JSON body; returns the object the server stored."""
+        try:
+            response = await self._client.request(
+                method, path, content=orjson.dumps(body), headers={"Content-Type": content_type}
+            )
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         if response.is_error:
