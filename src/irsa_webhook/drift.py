@@ -1,11 +1,10 @@
 """What a stored pod lacks of what the webhook would inject now, and who can fix it. Pure.
 
-The reconciler asks this of every running or pending pod. The answer comes from ``decide``, the
-very decision ``/mutate`` makes, applied to the pod as it is stored: a pod the webhook handled has
-nothing left to patch, so whatever the patch would still add is what the pod missed (the webhook
-was unreachable, the ServiceAccount was annotated later, the ConfigMap gained an entry). One
-thing ``decide`` cannot see is a changed role: it leaves a container that already has an
-``AWS_ROLE_ARN`` alone, so that comparison is made here.
+The reconciler asks this of every running or pending pod. The verdict is ``check_injection``'s
+(shared with ``doctor``): ``decide``, the very decision ``/mutate`` makes, run on the pod as it is
+stored, plus the comparison of its ``AWS_ROLE_ARN`` with the current role. This module adds what
+the reconciler needs around it: the pods it must leave alone, reason labels for its metric, the
+owner to restart, and the words of the Event.
 """
 
 from __future__ import annotations
@@ -15,15 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from irsa_webhook.admission import ReviewRequest
-from irsa_webhook.config import (
-    CONTAINER_CREDENTIALS_LABEL,
-    IRSA_VOLUME_NAME,
-    SKIP_LABEL,
-    MutationSettings,
-)
-from irsa_webhook.decision import Sources, decide
+from irsa_webhook.config import CONTAINER_CREDENTIALS_LABEL, SKIP_LABEL, MutationSettings
+from irsa_webhook.decision import Sources
 from irsa_webhook.identity import Mode
+from irsa_webhook.injection_check import InjectionState, check_injection
 from irsa_webhook.patch import Operation
 
 TOKEN_VOLUME = "token-volume"
@@ -84,12 +78,6 @@ class Gap:
     owner: Owner
 
 
-# A deterministic stand-in for the random source: ``decide`` only draws for the token lifetime
-# of a volume it adds, and which lifetime does not change whether something is missing.
-def _fixed_random(low: int, high: int) -> int:
-    return high
-
-
 SourcesFor = Callable[[str, str], Sources]
 """(namespace, ServiceAccount name) -> what is known about that ServiceAccount now."""
 
@@ -102,25 +90,14 @@ def find_gap(
     metadata: Mapping[str, Any] = pod.get("metadata") or {}
     if metadata.get("deletionTimestamp") or SKIP_LABEL in (metadata.get("labels") or {}):
         return None
-    spec: Mapping[str, Any] = pod.get("spec") or {}
-    namespace = str(metadata.get("namespace") or "")
-    service_account = str(spec.get("serviceAccountName") or "default")
-    request = ReviewRequest(
-        api_version="admission.k8s.io/v1",
-        kind="AdmissionReview",
-        uid="",
-        namespace=namespace,
-        pod=dict(pod),
-        service_account=service_account,
-    )
-    decision = decide(request, sources_for(namespace, service_account), settings, _fixed_random)
-    identity = decision.identity
-    if identity is None:
+    namespace = str(metadata.get("namespace") or "default")
+    service_account = str((pod.get("spec") or {}).get("serviceAccountName") or "default")
+    check = check_injection(pod, sources_for(namespace, service_account), settings)
+    identity = check.identity
+    if identity is None or check.state is InjectionState.AS_EXPECTED:
         return None
-    reasons = set(_reasons_of(decision.patch))
-    if identity.mode is Mode.STS_WEB_IDENTITY and _role_changed(
-        spec, identity.role_arn, set(decision.skipped)
-    ):
+    reasons = set(_reasons_of(check.patch))
+    if check.stale:
         reasons.add(ROLE_CHANGED)
     if not reasons:
         return None
@@ -129,7 +106,7 @@ def find_gap(
         pod=str(metadata.get("name") or ""),
         uid=str(metadata.get("uid") or ""),
         created=str(metadata.get("creationTimestamp") or ""),
-        service_account=request.service_account,
+        service_account=service_account,
         role_arn=identity.role_arn,
         mode=identity.mode,
         reasons=tuple(reason for reason in REASONS if reason in reasons),
@@ -138,6 +115,7 @@ def find_gap(
 
 
 def _reasons_of(patch: Iterable[Operation]) -> Iterable[str]:
+    """The metric's reason labels for a patch's operations (``describe_patch`` has the words)."""
     for operation in patch:
         path = str(operation["path"])
         if path == "/spec" or path.startswith("/spec/volumes"):
@@ -151,29 +129,6 @@ def _reasons_of(patch: Iterable[Operation]) -> Iterable[str]:
             added = value if isinstance(value, list) else [value]
             names = {str(item.get("name")) for item in added if isinstance(item, dict)}
             yield CREDENTIALS_ENV if names & _CREDENTIAL_VARS else REGION_OR_STS_ENV
-
-
-def _role_changed(spec: Mapping[str, Any], role_arn: str, skipped: set[str]) -> bool:
-    """A container that mounts the token volume (a webhook injected it) with another role.
-
-    A role the user wrote into the container while mounting no token volume is theirs: the
-    webhook leaves such containers alone and so does this check.
-    """
-    for list_name in ("initContainers", "containers"):
-        for container in spec.get(list_name) or ():
-            if container.get("name") in skipped:
-                continue
-            mounts = {mount.get("name") for mount in container.get("volumeMounts") or ()}
-            if IRSA_VOLUME_NAME not in mounts:
-                continue
-            for variable in container.get("env") or ():
-                if (
-                    variable.get("name") == "AWS_ROLE_ARN"
-                    and "valueFrom" not in variable
-                    and variable.get("value") != role_arn
-                ):
-                    return True
-    return False
 
 
 def owner_of(metadata: Mapping[str, Any]) -> Owner:

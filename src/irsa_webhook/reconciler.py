@@ -33,14 +33,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from irsa_webhook.app import ConfigMapProvider, ContainerCredentialsProvider, ServiceAccountLookup
 from irsa_webhook.config import MutationSettings, ReconcileSettings
 from irsa_webhook.decision import Sources
 from irsa_webhook.drift import ROLE_CHANGED, Gap, describe, event_name, find_gap
-from irsa_webhook.identity import (
-    ConfigMapMappings,
-    ContainerCredentialsConfig,
-    ServiceAccountEntry,
-)
 from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.leader import LeaseApi
 from irsa_webhook.metrics import Metrics
@@ -68,26 +64,6 @@ HOLD_REASONS = (NOT_READY, RECENT_MISSES)
 
 _PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 _REASON_OF_EVENT = {True: "IRSARoleChanged", False: "IRSAInjectionMissing"}
-
-
-class ServiceAccountSource(Protocol):
-    synced: bool
-
-    def get(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
-
-
-class ConfigMapSource(Protocol):
-    synced: bool
-
-    @property
-    def current(self) -> ConfigMapMappings: ...
-
-
-class ContainerCredentialsSource(Protocol):
-    synced: bool
-
-    @property
-    def current(self) -> ContainerCredentialsConfig: ...
 
 
 class Elector(Protocol):
@@ -165,9 +141,9 @@ class Reconciler:
         settings: MutationSettings,
         reconcile: ReconcileSettings,
         *,
-        service_accounts: ServiceAccountSource,
-        config_map: ConfigMapSource,
-        container_credentials: ContainerCredentialsSource,
+        service_accounts: ServiceAccountLookup,
+        config_map: ConfigMapProvider,
+        container_credentials: ContainerCredentialsProvider,
         elector: Elector,
         not_ready_reasons: Callable[[], list[str]],
         metrics: Metrics,

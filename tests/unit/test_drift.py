@@ -170,8 +170,8 @@ SKIP_APP = {"annotations": {"eks.amazonaws.com/skip-containers": "app"}}
                 ],
             ),
             sources(),
-            (TOKEN_MOUNT,),
-            id="a-role-the-user-set-without-the-token-mount-is-theirs",
+            (TOKEN_MOUNT, ROLE_CHANGED),
+            id="a-role-the-user-set-differs-too",
         ),
     ],
 )
