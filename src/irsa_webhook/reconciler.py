@@ -215,7 +215,7 @@ class Reconciler:
         when the pods cannot be listed."""
         started = self._clock()
         report = PassReport()
-        async for pod in self._pods():
+        async for pod in self.pods():
             report.pods += 1
             gap = find_gap(pod, self._sources, self._settings)
             if gap is not None:
@@ -237,7 +237,8 @@ class Reconciler:
             self._container_credentials.current,
         )
 
-    async def _pods(self) -> AsyncIterator[Mapping[str, Any]]:
+    async def pods(self) -> AsyncIterator[Mapping[str, Any]]:
+        """Every running or pending pod, a page at a time."""
         params = {"fieldSelector": POD_PHASES, "limit": str(PAGE_SIZE)}
         while True:
             page = await self._api.get("/api/v1/pods", params)

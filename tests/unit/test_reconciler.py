@@ -1,7 +1,7 @@
 """The reconciler's rules for acting: Events once, restarts held, limited and not repeated.
 
-The API is a fake here (these are the rules, not the wire); tests/e2e/test_reconciler.py runs the
-same against the real API server.
+The API is a fake here (these are the rules, not the wire); tests/e2e/test_reconciler_e2e.py
+runs the same against the real API server.
 """
 
 from __future__ import annotations
