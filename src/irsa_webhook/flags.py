@@ -215,7 +215,7 @@ SERVER_FLAGS = (
         "--keep-alive-timeout",
         "keep_alive_timeout",
         parse_duration,
-        "idle keep-alive connections are closed after this",
+        "idle keep-alive connections are closed after this (keep it above the API server's 90s)",
     ),
     Flag(
         "--shutdown-delay",
