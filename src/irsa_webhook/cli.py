@@ -56,6 +56,10 @@ COMMANDS: dict[str, Command] = {
         "irsa_webhook.commands.iam",
         "the IAM OIDC provider, and roles bound to ServiceAccounts, on any cluster",
     ),
+    "doctor": Command(
+        "irsa_webhook.commands.doctor",
+        "check every link of a pod's IRSA chain and say which one is broken",
+    ),
 }
 
 
