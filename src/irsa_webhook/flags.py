@@ -326,7 +326,7 @@ def mutation_settings(
             values["token_expiration"], "--token-expiration"
         )
         if clamped:
-            logger.warning(clamped)
+            logger.warning(clamped.message, extra={"reason": clamped.reason})
     return MutationSettings(**values)
 
 
