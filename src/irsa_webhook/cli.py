@@ -48,6 +48,10 @@ COMMANDS: dict[str, Command] = {
     "mutate": Command(
         "irsa_webhook.commands.mutate", "mutate a pod file offline and print the result"
     ),
+    "doctor": Command(
+        "irsa_webhook.commands.doctor",
+        "check every link of a pod's IRSA chain and say which one is broken",
+    ),
 }
 
 
