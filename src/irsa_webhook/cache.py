@@ -1,12 +1,12 @@
 """In-memory copies of the ServiceAccounts and the ``pod-identity-webhook`` ConfigMap.
 
 Admission must not wait on the API server, so both are kept in step by list-then-watch (the
-algorithm kopf uses, ``shared/reference/control-plane.md`` §5): a paginated LIST swapped in
+algorithm kopf uses): a paginated LIST swapped in
 whole, then a WATCH from the list's resourceVersion with bookmarks, resumed from the last version
 seen when the stream ends, and a relist when the server says that version is gone (410). One
 ``Reflector`` runs that loop for both kinds of object.
 
-Unlike the reference (``aws-pod-identity-webhook.md`` §4), a cache miss triggers a live GET that
+Unlike the reference (docs/reference.md section 4), a cache miss triggers a live GET that
 every concurrent miss for that key shares and that a later miss retries once it has finished, and
 deleting the ConfigMap removes its entries. As in the reference, live GETs are rate limited (10 a
 second, bursts of 20), and at most 20 run at once: any pod may name a ServiceAccount that does
@@ -369,7 +369,8 @@ class ServiceAccountCache:
 
     An entry exists for every ServiceAccount, annotated or not, so "in the cache" means "exists";
     unannotated ones share one entry object. ``get`` is the O(1) hot path; ``lookup`` adds the
-    live GET on a miss, bounded by the grace period, a rate and a number in flight.
+    live GET on a miss, bounded by the grace period, a rate and a number in flight (difference 4
+    in the README).
     """
 
     def __init__(
@@ -551,7 +552,7 @@ class ServiceAccountCache:
 
 
 class ConfigMapSource:
-    """The ``pod-identity-webhook`` ConfigMap in one namespace, parsed (SPEC 3.6).
+    """The ``pod-identity-webhook`` ConfigMap in one namespace, parsed (difference 6 in the README).
 
     Absent or deleted means no entries (the reference kept deleted entries until restart). A
     document that is not JSON is logged and the previous mappings stay; skipped entries are

@@ -1,7 +1,8 @@
 """Settings: one frozen field per command-line flag, validated once at start-up.
 
-Names and defaults follow the reference webhook's flags (``../shared/reference``), so an existing
-deployment's arguments keep their meaning. Validation errors are ``ConfigError`` and name the flag.
+Names and defaults follow the reference webhook's flags (docs/reference.md section 1), so an
+existing deployment's arguments keep their meaning. Validation errors are ``ConfigError`` and
+name the flag.
 """
 
 from __future__ import annotations
