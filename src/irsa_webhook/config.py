@@ -7,6 +7,8 @@ name the flag.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 MIN_TOKEN_EXPIRATION = 600
@@ -237,9 +239,29 @@ class ServerSettings:
                 "MutatingWebhookConfiguration to keep the CA in) and --self-managed-cert-hosts "
                 "(the names the API server calls the webhook by)"
             )
+        for host in self.self_managed_cert_hosts:
+            if not _is_host(host):
+                raise ConfigError(
+                    f"--self-managed-cert-hosts: {host!r} is neither an IP address nor a DNS name "
+                    "(letters, digits, '-' and '.', like irsa-webhook.irsa-webhook.svc)"
+                )
         for flag, lifetime in (
             ("--self-managed-cert-lifetime", self.self_managed_cert_lifetime),
             ("--self-managed-ca-lifetime", self.self_managed_ca_lifetime),
         ):
             if lifetime < 1:
                 raise ConfigError(f"{flag} must be at least 1s, like 8760h")
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a DNS name of RFC 1123 labels (what a serving certificate can name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return 0 < len(host) <= 253 and all(
+            _DNS_LABEL.fullmatch(label) for label in host.split(".")
+        )
+    return True
