@@ -19,7 +19,8 @@ from irsa_webhook.doctor.aws_checks import (
     check_trust_policy,
     provider_arn_for,
 )
-from irsa_webhook.doctor.gather import Fetched, TlsProbe, decode_unverified
+from irsa_webhook.doctor.facts import Fetched, TlsProbe
+from irsa_webhook.doctor.gather import decode_unverified
 from irsa_webhook.doctor.issuer_checks import (
     check_issuer_discovery,
     check_issuer_match,

@@ -25,12 +25,11 @@ from irsa_webhook.doctor.aws_checks import (
     check_sts_probe,
     check_trust_policy,
 )
+from irsa_webhook.doctor.facts import Fetched, TlsProbe
 from irsa_webhook.doctor.gather import (
     CLUSTER_JWKS_PATH,
     DISCOVERY_PATH,
-    Fetched,
     MintedToken,
-    TlsProbe,
     ca_bundle_pem,
     dry_run_pod,
     fetch_public,

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from irsa_webhook.doctor.facts import Fetched, TlsProbe
 from irsa_webhook.kubeapi import ApiError, KubeApi
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -42,17 +43,6 @@ async def get_or_none(api: KubeApi, path: str) -> dict[str, Any] | None:
         if exc.status == 404:
             return None
         raise
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A JSON document read over https, or why it could not be."""
-
-    url: str
-    document: dict[str, Any] | None = None
-    error: str = ""
-    content_type: str = ""
-    elapsed: float = 0.0
 
 
 async def fetch_public(url: str, context: ssl.SSLContext) -> Fetched:
@@ -145,17 +135,6 @@ async def dry_run_pod(api: KubeApi, namespace: str, service_account: str) -> dic
         f"/api/v1/namespaces/{namespace}/pods?dryRun=All",
         probe_pod(namespace, service_account),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class TlsProbe:
-    """The webhook's serving certificate, checked against the configuration's caBundle."""
-
-    address: str
-    verified: bool
-    detail: str
-    """Verified: the certificate's expiry. Not verified: the TLS or connection error."""
-    reachable: bool = True
 
 
 def _tls_probe(host: str, port: int, server_name: str, ca_pem: str) -> TlsProbe:

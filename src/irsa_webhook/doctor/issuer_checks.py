@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from irsa_webhook.doctor.gather import Fetched
+from irsa_webhook.doctor.facts import Fetched
 from irsa_webhook.doctor.report import CheckResult, Status, ok
 
 NO_VERIFICATION_KEY = (
