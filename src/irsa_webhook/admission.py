@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from irsa_webhook.patch import Operation
+from irsa_webhook.reasons import AdmissionWarning
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 MAX_WARNING_LENGTH = 120
@@ -37,8 +38,12 @@ class ReviewRequest:
     kind: str | None
     uid: str
     namespace: str
+    """Where the pod is created: the request's, else the pod's own, else ``default``. It is
+    passed beside the pod, never written into it: a patch computed from an altered copy may
+    not apply to what the API server holds (no ``/metadata`` to add labels under)."""
     pod: dict[str, Any] | None
-    """The pod to mutate; None when the request is not a Pod CREATE (allowed unchanged)."""
+    """The pod to mutate, exactly as sent (the patch applies to it); None when the request is
+    not a Pod CREATE (allowed unchanged)."""
     service_account: str = "default"
 
     @property
@@ -87,8 +92,6 @@ def decode_review(body: bytes) -> ReviewRequest:
     metadata = pod.get("metadata") or {}
     # Pods created from generateName often lack a namespace; the request's is authoritative.
     namespace = namespace or metadata.get("namespace") or "default"
-    if metadata.get("namespace") != namespace:
-        pod = {**pod, "metadata": {**metadata, "namespace": namespace}}
     service_account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
     return ReviewRequest(api_version, kind, uid, namespace, pod, service_account)
 
@@ -169,7 +172,7 @@ def _affinity_problem(affinity: Any) -> str | None:
 def encode_response(
     request: ReviewRequest,
     patch: Sequence[Operation] = (),
-    warnings: Sequence[str] = (),
+    warnings: Sequence[AdmissionWarning] = (),
 ) -> bytes:
     """An allowing AdmissionReview response, with the patch when there is one."""
     response: dict[str, Any] = {"uid": request.uid, "allowed": True}
@@ -177,7 +180,7 @@ def encode_response(
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
         response["patchType"] = "JSONPatch"
     if warnings:
-        response["warnings"] = [_one_line(warning) for warning in warnings]
+        response["warnings"] = [_one_line(warning.message) for warning in warnings]
     review: dict[str, Any] = {}
     if request.api_version is not None:
         review["apiVersion"] = request.api_version
