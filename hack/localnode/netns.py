@@ -58,7 +58,9 @@ def hold(layout: Layout, lock_fd: int) -> None:
     os.set_inheritable(lock_fd, False)
     os.ftruncate(lock_fd, 0)
     os.pwrite(lock_fd, f"{layout.dir}\n".encode(), 0)
+    print("holder: private mounts", flush=True)
     private_mounts(layout)
+    print("holder: ready", flush=True)
     stop = False
 
     def on_term(signum: int, frame: object) -> None:

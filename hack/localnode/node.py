@@ -321,8 +321,9 @@ class Node:
         expired = _deadline(60)
         while not ready.exists():
             if not procs.alive(pid, self.marker) or expired():
+                state = procs.describe(pid)
                 raise NodeError(
-                    "the node's namespace holder did not start: " + self._tail("holder")
+                    f"the node's namespace holder did not start ({state}): " + self._tail("holder")
                 )
             time.sleep(0.02)
         netns.wire(pid)

@@ -36,6 +36,15 @@ def alive(pid: int, marker: str) -> bool:
     return any(marker in part for part in cmdline(pid))
 
 
+def describe(pid: int) -> str:
+    """pid, state and what it waits in, for a daemon that hangs."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text().strip()
+    except OSError:
+        wchan = "?"
+    return f"pid {pid}, state {_state(pid) or 'gone'}, waiting in {wchan or '-'}"
+
+
 def read_pid(pidfile: Path) -> int | None:
     try:
         text = pidfile.read_text().strip()
