@@ -461,10 +461,15 @@ class Node:
         )
 
     def _import_images(self, node_images: list[images.Image]) -> None:
-        record = self.layout.path("imported")
+        record = self.layout.imported
+        record.parent.mkdir(parents=True, exist_ok=True)
         done = set(record.read_text().split()) if record.exists() else set()
+        listed = subprocess.run(
+            self._ctr("images", "ls", "-q"), capture_output=True, text=True, check=False
+        )
+        present = set(listed.stdout.split())
         for image in node_images:
-            if image.tar.name in done:
+            if image.tar.name in done and image.name in present:
                 continue
             log.step("importing %s", image.name)
             result = subprocess.run(
@@ -553,6 +558,7 @@ class Node:
         procs.stop(layout.pidfile("kube-proxy"), self.marker)
         if ours:
             self._kill_pods()
+            self._forget_containers()
         procs.stop(layout.pidfile("containerd"), self.marker)
         for shim in procs.pids_with(str(layout.containerd_socket)):
             procs.signal_pid(shim, signal.SIGKILL)
@@ -568,6 +574,22 @@ class Node:
             remove_pod_cgroups()
         layout.env.unlink(missing_ok=True)
         (layout.node / netns.READY_FILE).unlink(missing_ok=True)
+
+    def _forget_containers(self) -> None:
+        """Delete this run's containers (and their snapshots) from the shared containerd root,
+        keeping only the images for the next start."""
+        if self.daemon("containerd") is None:
+            return
+        listed = subprocess.run(
+            self._ctr("containers", "ls", "-q"), capture_output=True, text=True, check=False
+        )
+        for container in listed.stdout.split():
+            subprocess.run(
+                self._ctr("tasks", "rm", "-f", container), capture_output=True, check=False
+            )
+            subprocess.run(
+                self._ctr("containers", "rm", container), capture_output=True, check=False
+            )
 
     def _kill_pods(self) -> None:
         """SIGKILL every container process (they live in the kubepods cgroups) and wait."""
