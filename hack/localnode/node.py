@@ -185,21 +185,34 @@ class HostLock:
     """One node per host: an flock on the cache's node.lock, handed to the namespace holder,
     which keeps it for the node's life."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None, wait: float = 0) -> None:
+        """WAIT: seconds to wait for another directory's node to stop (IRSA_NODE_WAIT; tests
+        on a machine shared by several checkouts take turns). DIRECTORY None only waits."""
         path = host_lock_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = Path(path).read_text().strip() or "another cluster directory"
-            os.close(self.fd)
-            raise NodeError(
-                f"a node already runs on this host (cluster {owner}); only one can, as the "
-                f"kubelet uses host-wide paths. Stop it first: hack/control-plane.sh stop {owner}"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{directory}\n".encode(), 0)
+        expired = _deadline(wait)
+        said = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                owner = lock_owner() or "another cluster directory"
+                if expired():
+                    os.close(self.fd)
+                    raise NodeError(
+                        f"a node already runs on this host (cluster {owner}); only one can, as"
+                        " the kubelet uses host-wide paths. Stop it first: hack/control-plane.sh"
+                        f" stop {owner}"
+                    ) from None
+                if not said:
+                    log.step("waiting up to %d s for the node of %s to stop", wait, owner)
+                    said = True
+                time.sleep(1)
+        if directory is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{directory}\n".encode(), 0)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -272,7 +285,7 @@ class Node:
             self._start_control_plane(refresh_only=True)
             self._write_outputs()
             return
-        lock = HostLock(layout.dir)
+        lock = HostLock(layout.dir, float(os.environ.get("IRSA_NODE_WAIT", "0")))
         try:
             self.down(quiet=True)
             log.step("binaries (hack/build-testenv.sh, hack/tools.sh)")
