@@ -26,7 +26,9 @@
 #
 # Environment: IRSA_CACHE_DIR (binary cache), IRSA_READY_TIMEOUT (s, default 90),
 # IRSA_APISERVER_V (klog verbosity, default 1),
-# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags).
+# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags),
+# IRSA_SA_ISSUER (--service-account-issuer, default the API server's own URL; the lab
+# sets an https URL it serves; kept in DIR/env for restarts, jwks_uri = issuer/openid/v1/jwks).
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=control-plane.sh
@@ -227,9 +229,17 @@ EOF
   WEBHOOK_TOKEN="$(awk -F, '$2 == "irsa-webhook" {print $1}' "${DIR}/tokens.csv")"
 }
 
+# sa_issuer URL: the service-account issuer of an API server at URL.
+sa_issuer() { echo "${SA_ISSUER_OVERRIDE:-$1}"; }
+sa_jwks_uri() { local issuer; issuer="$(sa_issuer "$1")"; echo "${issuer%/}/openid/v1/jwks"; }
+
 # Read the ports etc. of a previous start, if any.
 load_env() {
-  ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN=""
+  ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN="" SA_ISSUER_OVERRIDE="${IRSA_SA_ISSUER:-}"
+  if [[ -z "${SA_ISSUER_OVERRIDE}" && -f "${DIR}/env" ]]; then
+    SA_ISSUER_OVERRIDE="$(sed -n 's/^IRSA_SA_ISSUER=//p' "${DIR}/env")"
+    [[ "${SA_ISSUER_OVERRIDE}" != "''" ]] || SA_ISSUER_OVERRIDE=""
+  fi
   if [[ -f "${DIR}/env" ]]; then
     ETCD_PORT="$(sed -n 's/^ETCD_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
     APISERVER_PORT="$(sed -n 's/^APISERVER_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
@@ -277,8 +287,9 @@ EOF
       KUBECONFIG "${DIR}/kubeconfig" \
       CA_CERT "${DIR}/ca.crt" \
       CA_KEY "${DIR}/ca.key" \
-      SA_ISSUER "${url}" \
-      SA_JWKS_URI "${url}/openid/v1/jwks" \
+      SA_ISSUER "$(sa_issuer "${url}")" \
+      SA_JWKS_URI "$(sa_jwks_uri "${url}")" \
+      IRSA_SA_ISSUER "${SA_ISSUER_OVERRIDE}" \
       SA_SIGNING_KEY "${DIR}/sa.key" \
       KUBECTL "${BIN_DIR}/kubectl" \
       HELM "${BIN_DIR}/helm" \
@@ -328,8 +339,8 @@ start_apiserver() {
     --tls-private-key-file="${DIR}/apiserver.key" \
     --token-auth-file="${DIR}/tokens.csv" \
     --authorization-mode=RBAC \
-    --service-account-issuer="${url}" \
-    --service-account-jwks-uri="${url}/openid/v1/jwks" \
+    --service-account-issuer="$(sa_issuer "${url}")" \
+    --service-account-jwks-uri="$(sa_jwks_uri "${url}")" \
     --service-account-key-file="${DIR}/sa.pub" \
     --service-account-signing-key-file="${DIR}/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \

@@ -19,8 +19,8 @@ fi
 hack/bootstrap.sh
 
 echo "[test] ruff" >&2
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench hack/lab
+.venv/bin/ruff format --check src tests bench hack/lab
 echo "[test] mypy --strict" >&2
 .venv/bin/mypy
 
