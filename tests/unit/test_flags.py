@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from irsa_webhook import flags
-from irsa_webhook.cli import build_parser
+from irsa_webhook.cli import parse_arguments
 from irsa_webhook.config import ConfigError, MutationSettings
 
 
 def mutate_arguments(*args: str) -> argparse.Namespace:
-    return build_parser().parse_args(["mutate", "--pod", "pod.yaml", *args])
+    return parse_arguments(["mutate", "--pod", "pod.yaml", *args])[0]
 
 
 def serve_arguments(*args: str) -> argparse.Namespace:
-    return build_parser().parse_args(["serve", *args])
+    return parse_arguments(["serve", *args])[0]
 
 
 def test_without_flags_or_environment_the_reference_defaults_apply() -> None:

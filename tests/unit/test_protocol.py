@@ -24,7 +24,7 @@ import trustme
 
 from irsa_webhook import flags
 from irsa_webhook.app import create_webhook_app
-from irsa_webhook.cli import build_parser
+from irsa_webhook.cli import parse_arguments
 from irsa_webhook.config import ConfigError, ServerSettings
 from irsa_webhook.httpserver import http_protocol
 from loopback import Pki, RunningServer, make_state, run_server
@@ -279,12 +279,12 @@ def test_without_httptools_the_server_falls_back_to_h11(monkeypatch: pytest.Monk
 )
 def test_limits_that_cannot_work_are_config_errors(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        flags.server_settings(build_parser().parse_args(["serve", *args]), {})
+        flags.server_settings(parse_arguments(["serve", *args])[0], {})
 
 
 def test_the_limits_are_read_from_flags_and_the_environment() -> None:
     settings = flags.server_settings(
-        build_parser().parse_args(["serve", "--read-timeout=500ms"]),
+        parse_arguments(["serve", "--read-timeout=500ms"])[0],
         {"IRSA_WEBHOOK_MAX_HEADER_BYTES": "8192"},
     )
     assert settings.read_timeout == pytest.approx(0.5)

@@ -1,0 +1,38 @@
+"""What each entry point imports: ``serve`` starts fast because it loads only what it uses, and
+the CLI imports a subcommand's module only when that subcommand runs. Checked in a fresh
+interpreter, since this test process has long imported everything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def modules_after(code: str) -> set[str]:
+    """The names in ``sys.modules`` after ``code`` ran in a fresh interpreter (printed on the
+    last line, after whatever ``code`` printed)."""
+    probe = f"{code}\nimport sys\nprint()\nprint(','.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, check=True, timeout=30
+    )
+    return set(result.stdout.decode().splitlines()[-1].split(","))
+
+
+def test_the_cli_help_imports_no_subcommand() -> None:
+    loaded = modules_after(
+        "from irsa_webhook.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
+    assert "irsa_webhook.cli" in loaded
+    assert "yaml" not in loaded
+    assert not {name for name in loaded if name.startswith("irsa_webhook.commands.")}
+
+
+def test_mutate_does_not_import_the_server() -> None:
+    loaded = modules_after(
+        "from irsa_webhook.cli import main\n"
+        "try:\n    main(['mutate', '--help'])\nexcept SystemExit:\n    pass"
+    )
+    assert "irsa_webhook.commands.mutate" in loaded
+    assert "irsa_webhook.server" not in loaded
+    assert "irsa_webhook.commands.serve" not in loaded
