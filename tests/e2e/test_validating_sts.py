@@ -59,6 +59,10 @@ class Chain:
     iam: IAMClient
     s3: S3Client
     account: str
+    directory: MotoDirectory
+    """What the validating STS reads IAM through (one for the module: boto3 clients are slow
+    to make)."""
+    keys: HttpsKeySource
 
     @property
     def host_path(self) -> str:
@@ -181,7 +185,10 @@ def chain(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         iam: IAMClient = aws_client("iam", moto.url, moto.ca_bundle)
         sts: STSClient = aws_client("sts", moto.url, moto.ca_bundle)
         account = sts.get_caller_identity()["Account"]
-        yield Chain(plane, moto, issuer, iam, s3, account)
+        iam_reader = MotoDirectory(moto.url, REGION, moto.ca_bundle)
+        keys = HttpsKeySource(moto.ca_bundle)
+        yield Chain(plane, moto, issuer, iam, s3, account, iam_reader, keys)
+        keys.close()
     finally:
         subprocess.run([script, "stop", str(directory)], capture_output=True, timeout=120)
 
@@ -197,12 +204,7 @@ def healthy(chain: Chain) -> Chain:
 
 @contextmanager
 def validating_sts(chain: Chain, clock: Callable[[], float] = time.time) -> Iterator[STSClient]:
-    validator = sts_server.Validator(
-        MotoDirectory(chain.moto.url, REGION, chain.moto.ca_bundle),
-        HttpsKeySource(chain.moto.ca_bundle),
-        IamTrustPolicy(),
-        clock,
-    )
+    validator = sts_server.Validator(chain.directory, chain.keys, IamTrustPolicy(), clock)
     app = sts_server.create_app(validator, chain.moto.url, chain.moto.ca_bundle)
     with serve_in_thread(server(app, "127.0.0.1", 0)) as (port, _thread):
         yield aws_client("sts", f"http://127.0.0.1:{port}", None)
