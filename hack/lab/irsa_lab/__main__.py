@@ -1,4 +1,5 @@
-"""``python -m irsa_lab sts|issuer ...``: the lab's two servers, each in the foreground."""
+"""``python -m irsa_lab up|down DIR`` (what ``hack/lab.sh`` runs) and ``sts|issuer ...``, the
+lab's two servers, each in the foreground (what ``up`` starts)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from irsa_webhook.logs import configure
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m irsa_lab")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("up", "bring the lab up in DIR"),
+        ("down", "stop the lab of DIR"),
+        ("scenario", "a pod reads an S3 object through its role, on the lab of DIR"),
+    ):
+        commands.add_parser(name, help=text).add_argument("dir", help="the lab's directory")
 
     sts = commands.add_parser("sts", help="the validating STS before moto's")
     sts.add_argument("--host", required=True, help="address to listen on")
@@ -36,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure("text", "info")
+    if args.command in ("up", "down"):
+        from irsa_lab import lab
+
+        return lab.main([args.command, args.dir])
+    if args.command == "scenario":
+        from irsa_lab import scenario
+
+        return scenario.main(args.dir)
     if args.command == "sts":
         from irsa_lab import sts_server
         from irsa_lab.iam_directory import MotoDirectory

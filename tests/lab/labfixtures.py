@@ -1,0 +1,35 @@
+"""The lab as a pytest fixture (a plugin, loaded by pyproject's addopts, so any test directory
+can ask for ``lab``): ``hack/lab.sh up`` on the session's node, once per session.
+
+It shares the session's ``node_cluster`` (one node per host): its API server is switched to the
+lab's issuer for the session and given its own back at the end; the lab's webhook (release
+``irsa-lab``) serves only namespaces labelled ``irsa-lab=enabled``. See docs/lab.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from irsa_lab.lab import Lab, down, up
+from nodecluster import NodeCluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/lab/" in str(item.path):
+            item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.node)
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def lab(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The lab, up: DIR/env and DIR/pod-aws-env.json written, the webhook ready."""
+    running = Lab(tmp_path_factory.mktemp("lab"), node_cluster.directory)
+    try:
+        up(running)
+        yield running
+    finally:
+        down(running)
