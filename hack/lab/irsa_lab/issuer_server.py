@@ -11,6 +11,7 @@ would refuse it.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,10 +24,13 @@ from starlette.routing import Route
 _OBJECT_HEADERS = ("content-type", "cache-control", "etag", "last-modified")
 
 
-def create_app(moto_url: str) -> Starlette:
+def create_app(moto_url: str, ca_bundle: str | None = None) -> Starlette:
+    """The issuer before moto at ``moto_url`` (https trusted by ``ca_bundle``, if so)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(base_url=moto_url, timeout=10) as client:
+        verify = ssl.create_default_context(cafile=ca_bundle)
+        async with httpx.AsyncClient(base_url=moto_url, timeout=10, verify=verify) as client:
             app.state.s3 = client
             yield
 
