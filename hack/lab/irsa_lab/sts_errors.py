@@ -72,6 +72,11 @@ def missing_parameter(name: str) -> StsError:
     return StsError("MissingParameter", f"lab: the request has no {name}")
 
 
+def internal_failure(reason: str) -> StsError:
+    """The lab itself failed (moto unreachable): STS's code for its own faults, retried by SDKs."""
+    return StsError("InternalFailure", f"lab: the validating STS failed ({reason})", 500)
+
+
 def error_document(error: StsError, request_id: str) -> bytes:
     """The ``ErrorResponse`` document of STS's query protocol, as botocore parses it."""
     return (

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from irsa_lab import sts_errors
 from irsa_lab.sts_errors import StsError, error_document
 from irsa_lab.web_identity import Assumption, Directory, KeySource, TrustPolicy, validate
 
@@ -89,12 +90,11 @@ def create_app(validator: Validator, moto_url: str, ca_bundle: str | None = None
                     "reason": error.message,
                 },
             )
-            return Response(
-                error_document(error, request_id),
-                status_code=error.status,
-                media_type="text/xml",
-                headers={"x-amzn-RequestId": request_id},
-            )
+            return _error_response(error, request_id)
+        except Exception as failure:
+            # moto unreachable or answering nonsense: the lab's fault, not the caller's.
+            log.exception("AssumeRoleWithWebIdentity could not be validated")
+            return _error_response(sts_errors.internal_failure(type(failure).__name__), request_id)
         answer = await forward(request, body)
         log.info(
             "AssumeRoleWithWebIdentity granted",
@@ -109,6 +109,15 @@ def create_app(validator: Validator, moto_url: str, ca_bundle: str | None = None
         return _relay(answer, with_token_facts(answer.content, assumption))
 
     return Starlette(routes=[Route("/", endpoint, methods=["GET", "POST"])], lifespan=lifespan)
+
+
+def _error_response(error: StsError, request_id: str) -> Response:
+    return Response(
+        error_document(error, request_id),
+        status_code=error.status,
+        media_type="text/xml",
+        headers={"x-amzn-RequestId": request_id},
+    )
 
 
 def _relay(answer: httpx.Response, content: bytes | None = None) -> Response:
