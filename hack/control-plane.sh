@@ -27,8 +27,9 @@
 # Environment: IRSA_CACHE_DIR (binary cache), IRSA_READY_TIMEOUT (s, default 90),
 # IRSA_APISERVER_V (klog verbosity, default 1),
 # IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags),
-# IRSA_SA_ISSUER (--service-account-issuer, default the API server's own URL; the lab
-# sets an https URL it serves; kept in DIR/env for restarts, jwks_uri = issuer/openid/v1/jwks).
+# IRSA_SA_ISSUER (the --service-account-issuer tokens get, default the API server's own URL,
+# which stays accepted; the lab sets an https URL it serves; jwks_uri = issuer/openid/v1/jwks;
+# kept in DIR/env for restarts while unset; set and empty goes back to the default).
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=control-plane.sh
@@ -236,7 +237,7 @@ sa_jwks_uri() { local issuer; issuer="$(sa_issuer "$1")"; echo "${issuer%/}/open
 # Read the ports etc. of a previous start, if any.
 load_env() {
   ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN="" SA_ISSUER_OVERRIDE="${IRSA_SA_ISSUER:-}"
-  if [[ -z "${SA_ISSUER_OVERRIDE}" && -f "${DIR}/env" ]]; then
+  if [[ -z "${IRSA_SA_ISSUER+set}" && -f "${DIR}/env" ]]; then
     SA_ISSUER_OVERRIDE="$(sed -n 's/^IRSA_SA_ISSUER=//p' "${DIR}/env")"
     [[ "${SA_ISSUER_OVERRIDE}" != "''" ]] || SA_ISSUER_OVERRIDE=""
   fi
@@ -329,6 +330,9 @@ start_etcd() {
 start_apiserver() {
   local port="$1" url="https://127.0.0.1:$1" pid t0 extra=()
   read -r -a extra <<<"${IRSA_APISERVER_EXTRA_ARGS:-}"
+  # Tokens get the first issuer; the API server's own URL stays accepted after a switch.
+  local issuers=(--service-account-issuer="$(sa_issuer "${url}")")
+  if [[ -n "${SA_ISSUER_OVERRIDE}" ]]; then issuers+=(--service-account-issuer="${url}"); fi
   t0="$(now_ms)"
   launch apiserver "${TESTENV_BIN_DIR}/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
@@ -339,7 +343,7 @@ start_apiserver() {
     --tls-private-key-file="${DIR}/apiserver.key" \
     --token-auth-file="${DIR}/tokens.csv" \
     --authorization-mode=RBAC \
-    --service-account-issuer="$(sa_issuer "${url}")" \
+    "${issuers[@]}" \
     --service-account-jwks-uri="$(sa_jwks_uri "${url}")" \
     --service-account-key-file="${DIR}/sa.pub" \
     --service-account-signing-key-file="${DIR}/sa.key" \

@@ -58,7 +58,7 @@ def sts() -> Iterator[Any]:
         )
 
 
-def error_of(sts: Any, role_arn: str, token: str = "not-a-jwt") -> Any:
+def error_of(sts: Any, role_arn: str, token: str = "not-a-jwt") -> Any:  # noqa: S107
     with pytest.raises(ClientError) as caught:
         sts.assume_role_with_web_identity(
             RoleArn=role_arn, RoleSessionName="session", WebIdentityToken=token
