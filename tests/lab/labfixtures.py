@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from irsa_lab.lab import Lab, down, up
+from localnode import procs
 from nodecluster import NodeCluster
 
 
@@ -33,3 +34,4 @@ def lab(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> 
         yield running
     finally:
         down(running)
+        assert procs.pids_with(running.marker) == [], "the lab left processes behind"
