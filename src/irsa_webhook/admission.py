@@ -37,8 +37,12 @@ class ReviewRequest:
     kind: str | None
     uid: str
     namespace: str
+    """Where the pod is created: the request's, else the pod's own, else ``default``. It is
+    passed beside the pod, never written into it: a patch computed from an altered copy may
+    not apply to what the API server holds (no ``/metadata`` to add labels under)."""
     pod: dict[str, Any] | None
-    """The pod to mutate; None when the request is not a Pod CREATE (allowed unchanged)."""
+    """The pod to mutate, exactly as sent (the patch applies to it); None when the request is
+    not a Pod CREATE (allowed unchanged)."""
     service_account: str = "default"
 
     @property
@@ -87,8 +91,6 @@ def decode_review(body: bytes) -> ReviewRequest:
     metadata = pod.get("metadata") or {}
     # Pods created from generateName often lack a namespace; the request's is authoritative.
     namespace = namespace or metadata.get("namespace") or "default"
-    if metadata.get("namespace") != namespace:
-        pod = {**pod, "metadata": {**metadata, "namespace": namespace}}
     service_account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
     return ReviewRequest(api_version, kind, uid, namespace, pod, service_account)
 

@@ -354,8 +354,11 @@ class ServiceAccountCache:
         return entry
 
     def snapshot(self) -> dict[str, ServiceAccountEntry]:
-        """``"namespace/name"`` to entry, for the debug dump."""
-        return {f"{ns}/{name}": entry for (ns, name), entry in self._reflector.items.items()}
+        """``"namespace/name"`` to entry, for the debug dump. Safe from another thread: the
+        dict is copied in one step (no Python code runs during a dict copy, so the loop cannot
+        change it halfway) before it is walked."""
+        items = dict(self._reflector.items)
+        return {f"{ns}/{name}": entry for (ns, name), entry in items.items()}
 
     def __len__(self) -> int:
         return len(self._reflector.items)

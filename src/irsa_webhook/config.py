@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 MIN_TOKEN_EXPIRATION = 600
 """The API server rejects projected tokens shorter than ten minutes."""
 
-MAX_TOKEN_EXPIRATION = 2**32 - 1
-"""The API server rejects ``expirationSeconds`` above 2^32 - 1."""
+MAX_TOKEN_EXPIRATION = 2**32
+"""The API server rejects ``expirationSeconds`` above 2^32 (its check is ``> math.MaxUint32``
+on an int64, so 4294967296 itself passes; the end-to-end tests ask it at both edges)."""
 
 DEFAULT_TOKEN_EXPIRATION = 86400
 
@@ -104,6 +105,17 @@ class ServerSettings:
     tls_cipher_suites: tuple[str, ...] = ()
     tls_reload_interval: float = 10.0
     """How often the cert files are checked for a change (seconds)."""
+    self_managed_cert_secret: str = ""
+    """Secret in ``namespace`` holding the self-managed CA and serving certificate; setting it
+    turns the mode on, and ``tls_cert``/``tls_key`` are then not read."""
+    self_managed_cert_webhook_configuration: str = ""
+    """MutatingWebhookConfiguration whose ``caBundle`` the self-managed CA is kept in."""
+    self_managed_cert_hosts: tuple[str, ...] = ()
+    """DNS names and IP addresses the self-managed serving certificate is issued for."""
+    self_managed_cert_lifetime: float = 365 * 86400.0
+    """Lifetime of a self-managed serving certificate; renewed with a third of it left."""
+    self_managed_ca_lifetime: float = 10 * 365 * 86400.0
+    """Lifetime of the self-managed CA; renewed with a third of it left."""
     namespace: str = "eks"
     """Namespace of the ``pod-identity-webhook`` ConfigMap (the reference default)."""
     watch_config_map: bool = False
@@ -154,8 +166,30 @@ class ServerSettings:
             raise ConfigError("--max-header-bytes must be at least 1024")
         if self.read_timeout <= 0:
             raise ConfigError("--read-timeout must be positive, like 10s")
+        self._validate_self_managed()
         if (
             self.watch_container_credentials_config
             and not self.watch_container_credentials_config.startswith("/")
         ):
             raise ConfigError("--watch-container-credentials-config must be an absolute path")
+
+    def _validate_self_managed(self) -> None:
+        if not self.self_managed_cert_secret:
+            if self.self_managed_cert_webhook_configuration or self.self_managed_cert_hosts:
+                raise ConfigError(
+                    "--self-managed-cert-webhook-configuration and --self-managed-cert-hosts "
+                    "need --self-managed-cert-secret, which turns self-managed certificates on"
+                )
+            return
+        if not self.self_managed_cert_webhook_configuration or not self.self_managed_cert_hosts:
+            raise ConfigError(
+                "--self-managed-cert-secret needs --self-managed-cert-webhook-configuration (the "
+                "MutatingWebhookConfiguration to keep the CA in) and --self-managed-cert-hosts "
+                "(the names the API server calls the webhook by)"
+            )
+        for flag, lifetime in (
+            ("--self-managed-cert-lifetime", self.self_managed_cert_lifetime),
+            ("--self-managed-ca-lifetime", self.self_managed_ca_lifetime),
+        ):
+            if lifetime < 1:
+                raise ConfigError(f"{flag} must be at least 1s, like 8760h")

@@ -56,7 +56,7 @@ MUTATION_FLAGS = (
         "--token-expiration",
         "token_expiration",
         parse_int64,
-        "default token lifetime in seconds (600..4294967295)",
+        "default token lifetime in seconds (600..4294967296)",
     ),
     Flag(
         "--aws-default-region",
@@ -226,6 +226,36 @@ SERVER_FLAGS = (
         "tls_reload_interval",
         parse_duration,
         "how often the cert files are checked",
+    ),
+    Flag(
+        "--self-managed-cert-secret",
+        "self_managed_cert_secret",
+        _str,
+        "keep a CA and serving certificate in this Secret of --namespace (instead of --tls-cert)",
+    ),
+    Flag(
+        "--self-managed-cert-webhook-configuration",
+        "self_managed_cert_webhook_configuration",
+        _str,
+        "MutatingWebhookConfiguration whose caBundle the self-managed CA is kept in",
+    ),
+    Flag(
+        "--self-managed-cert-hosts",
+        "self_managed_cert_hosts",
+        _csv,
+        "comma-separated DNS names and IPs of the self-managed serving certificate",
+    ),
+    Flag(
+        "--self-managed-cert-lifetime",
+        "self_managed_cert_lifetime",
+        parse_duration,
+        "lifetime of a self-managed serving certificate (renewed with a third left)",
+    ),
+    Flag(
+        "--self-managed-ca-lifetime",
+        "self_managed_ca_lifetime",
+        parse_duration,
+        "lifetime of the self-managed CA (renewed with a third left)",
     ),
 )
 

@@ -1,31 +1,26 @@
-"""A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH.
+"""A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH, and
+the writes of the self-managed certificates.
 
-The official ``kubernetes`` package is synchronous, so it is used only to read the connection
-settings (kubeconfig or in-cluster); requests go through ``httpx`` and JSON through ``orjson``.
-Objects stay plain dicts, as everywhere else in the webhook. Every failure to get an answer from
-the API server is one exception type, ``ApiError``, so callers have a single thing to handle.
+Requests go through ``httpx`` and JSON through ``orjson``; where the server is and which
+credentials to send come from ``kubeconfig`` and ``credentials``. Objects stay plain dicts, as
+everywhere else in the webhook. Every failure to get an answer from the API server, credentials
+included, is one exception type, ``ApiError``, so callers have a single thing to handle.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import orjson
-from kubernetes import client as kube_client
-from kubernetes import config as kube_config
-from kubernetes.config import incluster_config
+
+from irsa_webhook.credentials import CredentialError, Credentials
+from irsa_webhook.kubeconfig import Connection, load_connection
 
 logger = logging.getLogger(__name__)
-
-TOKEN_REFRESH_SECONDS = 60.0
-"""Bound ServiceAccount tokens rotate (the kubelet refreshes them at 80% of their life, at
-least hourly); re-reading the file once a minute follows rotation without a read per request."""
 
 REQUEST_TIMEOUT = 10.0
 """Connect/read/write timeout of a plain GET: a live lookup must not hang an admission."""
@@ -57,54 +52,28 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-class _TokenFile:
-    """The in-cluster bearer token, re-read from its file at most once per refresh period.
+class _CredentialsAuth(httpx.Auth):
+    """Sets ``Authorization`` from the credentials before each request; on a 401 asks them once
+    more, bypassing their cache (an exec plugin's token may have been revoked early), and retries
+    when that gives a different answer (client-go does the same)."""
 
-    A failed re-read keeps the previous token: during a rotation the old token stays valid for a
-    while, and a request with it is better than a request with none.
-    """
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
 
-    def __init__(
-        self,
-        path: str,
-        refresh_seconds: float = TOKEN_REFRESH_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._path = path
-        self._refresh_seconds = refresh_seconds
-        self._clock = clock
-        self._header: str | None = None
-        self._read_at = 0.0
-
-    def __call__(self) -> str | None:
-        now = self._clock()
-        if self._header is None or now - self._read_at >= self._refresh_seconds:
-            self._read_at = now
-            try:
-                with open(self._path, encoding="utf-8") as file:
-                    token = file.read().strip()
-            except OSError as exc:
-                logger.warning(
-                    "cannot read the ServiceAccount token file; keeping the previous token",
-                    extra={"path": self._path, "error": exc.strerror},
-                )
-            else:
-                if token:
-                    self._header = f"Bearer {token}"
-        return self._header
-
-
-class _BearerAuth(httpx.Auth):
-    """Sets ``Authorization`` from a provider called per request (cheap; it caches)."""
-
-    def __init__(self, header: Callable[[], str | None]) -> None:
-        self._header = header
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        value = self._header()
-        if value:
-            request.headers["Authorization"] = value
-        yield request
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        sent = await self._credentials.authorization()
+        if sent:
+            request.headers["Authorization"] = sent
+        response = yield request
+        if response.status_code != 401:
+            return
+        self._credentials.invalidate()
+        fresh = await self._credentials.authorization()
+        if fresh and fresh != sent:
+            request.headers["Authorization"] = fresh
+            yield request
 
 
 class KubeApi:
@@ -119,77 +88,67 @@ class KubeApi:
         host: str,
         *,
         verify: ssl.SSLContext | bool = True,
-        authorization: Callable[[], str | None] | None = None,
+        credentials: Credentials | None = None,
+        tls_server_name: str = "",
+        proxy: str = "",
         request_timeout: float = REQUEST_TIMEOUT,
         stream_read_timeout: float = STREAM_READ_TIMEOUT,
     ) -> None:
         self.host = host.rstrip("/")
         self._request_timeout = httpx.Timeout(request_timeout)
         self._stream_timeout = httpx.Timeout(request_timeout, read=stream_read_timeout)
+        # httpcore checks the certificate against, and sends as SNI, this name.
+        self._extensions = {"sni_hostname": tls_server_name} if tls_server_name else None
         self._client = httpx.AsyncClient(
             base_url=self.host,
             verify=verify,
-            auth=_BearerAuth(authorization) if authorization is not None else None,
+            auth=_CredentialsAuth(credentials) if credentials is not None else None,
+            proxy=proxy or None,
             limits=_LIMITS,
             timeout=self._request_timeout,
             headers={"Accept": "application/json", "User-Agent": "irsa-webhook"},
         )
 
     @classmethod
-    def from_config(
-        cls,
-        kubeconfig: str = "",
-        kube_api: str = "",
-        *,
-        token_path: str = incluster_config.SERVICE_TOKEN_FILENAME,
-        ca_path: str = incluster_config.SERVICE_CERT_FILENAME,
-        environ: Mapping[str, str] = os.environ,
-    ) -> KubeApi:
-        """Connection settings as the reference webhook (client-go) resolves them.
+    def from_connection(cls, connection: Connection) -> KubeApi:
+        return cls(
+            connection.host,
+            verify=connection.verify,
+            credentials=connection.credentials,
+            tls_server_name=connection.tls_server_name,
+            proxy=connection.proxy,
+        )
 
-        ``kubeconfig`` names a kubeconfig file; without it the in-cluster ServiceAccount is used.
-        ``kube_api`` (``--kube-api``) replaces the server URL either way, keeping the credentials.
-        ``token_path``, ``ca_path`` and ``environ`` exist for tests of the in-cluster branch.
-        Outside a cluster, a ``kube_api`` without ``kubeconfig`` connects without credentials, as
-        client-go does. Raises ``kubernetes.config.ConfigException`` when nothing is usable.
-        """
-        configuration = kube_client.Configuration()
-        authorization: Callable[[], str | None]
-        if kubeconfig:
-            # The kubernetes package's config loaders carry no type hints.
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration, persist_config=False
-            )
-
-            # The library re-runs exec credential plugins here when their token has expired.
-            def authorization() -> str | None:
-                value: str | None = configuration.get_api_key_with_prefix(
-                    "BearerToken", alias="authorization"
-                )
-                return value
-
-        else:
-            try:
-                incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
-                    token_filename=token_path,
-                    cert_filename=ca_path,
-                    try_refresh_token=False,
-                    environ=environ,
-                ).load_and_set(configuration)
-            except kube_config.ConfigException:
-                if not kube_api:
-                    raise
-                # client-go does the same: a bare --kube-api outside a cluster is anonymous.
-                logger.info("not in a cluster; connecting to --kube-api without credentials")
-                return cls(kube_api)
-            authorization = _TokenFile(token_path)
-        host = kube_api or configuration.host
-        return cls(host, verify=_ssl_context(configuration), authorization=authorization)
+    @classmethod
+    def from_config(cls, kubeconfig: str = "", kube_api: str = "") -> KubeApi:
+        """Connect as ``--kubeconfig`` and ``--kube-api`` say (``kubeconfig.load_connection``);
+        raises ``ConfigError`` when they describe nothing usable."""
+        return cls.from_connection(load_connection(kubeconfig, kube_api))
 
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         """GET a JSON document, such as one object or one page of a list."""
         try:
-            response = await self._client.get(path, params=params)
+            response = await self._client.get(path, params=params, extensions=self._extensions)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        except CredentialError as exc:
+            raise _credential_error(exc) from exc
+        if response.is_error:
+            raise _status_error(response)
+        return _decode(response.content)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """A write (POST, PUT, or PATCH in ``content_type``); returns the object as stored."""
+        try:
+            response = await self._client.request(
+                method, path, content=orjson.dumps(body), headers={"Content-Type": content_type}
+            )
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         if response.is_error:
@@ -206,7 +165,11 @@ class KubeApi:
         """
         try:
             async with self._client.stream(
-                "GET", path, params=params, timeout=self._stream_timeout
+                "GET",
+                path,
+                params=params,
+                timeout=self._stream_timeout,
+                extensions=self._extensions,
             ) as response:
                 if response.is_error:
                     await response.aread()
@@ -216,23 +179,11 @@ class KubeApi:
                         yield _decode(line)
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
+        except CredentialError as exc:
+            raise _credential_error(exc) from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _ssl_context(configuration: kube_client.Configuration) -> ssl.SSLContext | bool:
-    """TLS as the kubeconfig says: its CA (else the system's), its client certificate."""
-    if not configuration.verify_ssl:
-        # insecure-skip-tls-verify in the kubeconfig: the user asked for it explicitly.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
-    return context
 
 
 def _decode(content: bytes | str) -> dict[str, Any]:
@@ -268,3 +219,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _transport_error(exc: httpx.HTTPError) -> ApiError:
     reason = "Timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
     return ApiError(0, reason, str(exc) or type(exc).__name__)
+
+
+def _credential_error(exc: CredentialError) -> ApiError:
+    return ApiError(0, "CredentialError", str(exc))

@@ -14,7 +14,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from irsa_webhook import logs
 from irsa_webhook.app import WebhookState, create_metrics_app, create_webhook_app
@@ -30,8 +30,12 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.imds import partition_and_account
 from irsa_webhook.kubeapi import KubeApi
+from irsa_webhook.kubeconfig import Connection, load_connection
 from irsa_webhook.metrics import Metrics
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context
+
+if TYPE_CHECKING:
+    from irsa_webhook.selfmanaged import SelfManagedCertificate
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +59,11 @@ def serve(settings: ServerSettings) -> int:
     try:
         settings = _with_composed_account(settings)
         context = create_context(settings.tls_min_version, settings.tls_cipher_suites)
+        connection = load_connection(settings.kubeconfig, settings.kube_api)
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
-    return asyncio.run(_serve(settings, context))
+    return asyncio.run(_serve(settings, context, connection))
 
 
 def _with_composed_account(settings: ServerSettings) -> ServerSettings:
@@ -72,18 +77,11 @@ def _with_composed_account(settings: ServerSettings) -> ServerSettings:
     )
 
 
-async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
+async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: Connection) -> int:
     metrics = Metrics()
     metrics.used.set(1)
-    reloader = CertificateReloader(
-        context, settings.tls_cert, settings.tls_key, metrics, settings.tls_reload_interval
-    )
-    try:
-        reloader.load()
-    except CertificateError as exc:
-        logger.error("not ready until the certificate loads: %s", exc)
-
-    api = KubeApi.from_config(settings.kubeconfig, settings.kube_api)
+    api = KubeApi.from_connection(connection)
+    reloader = _certificate_source(settings, api, context, metrics)
     service_accounts = ServiceAccountCache(
         api,
         settings.mutation,
@@ -164,6 +162,39 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext) -> int:
     await api.aclose()
     logger.info("stopped")
     return exit_code
+
+
+def _certificate_source(
+    settings: ServerSettings, api: KubeApi, context: ssl.SSLContext, metrics: Metrics
+) -> CertificateReloader | SelfManagedCertificate:
+    if settings.self_managed_cert_secret:
+        # Only this mode issues certificates, and only it needs the cryptography package
+        # (~8 MB and a tenth of a second at start-up): imported when it is chosen.
+        from irsa_webhook.pki import Lifetimes
+        from irsa_webhook.selfmanaged import SelfManagedCertificate
+
+        return SelfManagedCertificate(
+            api,
+            context,
+            namespace=settings.namespace,
+            secret=settings.self_managed_cert_secret,
+            webhook_configuration=settings.self_managed_cert_webhook_configuration,
+            hosts=settings.self_managed_cert_hosts,
+            lifetimes=Lifetimes(
+                settings.self_managed_cert_lifetime, settings.self_managed_ca_lifetime
+            ),
+            metrics=metrics,
+            watch_timeout=settings.watch_timeout,
+            inactivity_timeout=settings.watch_inactivity_timeout,
+        )
+    reloader = CertificateReloader(
+        context, settings.tls_cert, settings.tls_key, metrics, settings.tls_reload_interval
+    )
+    try:
+        reloader.load()
+    except CertificateError as exc:
+        logger.error("not ready until the certificate loads: %s", exc)
+    return reloader
 
 
 async def _logged(awaitable: Awaitable[None]) -> None:

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,41 @@ def _spki(public_key: Any) -> bytes:
     )
 
 
+def _check_pair(certificate: x509.Certificate, key: Any) -> None:
+    # OpenSSL installs the certificate before it checks the key, so a mismatched pair loaded
+    # into the live context would break every handshake: check it first.
+    if _spki(certificate.public_key()) != _spki(key.public_key()):
+        raise ValueError("the private key does not belong to the certificate")
+
+
+def load_pem_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> x509.Certificate:
+    """Load a key pair held in memory into the live ``context``; returns the certificate.
+
+    ``load_cert_chain`` only reads files, so the pair passes through anonymous in-memory files
+    (memfd): the key never reaches a disk, and a read-only root filesystem is no obstacle.
+    Raises ``CertificateError`` when the pair is unusable; ``context`` then keeps what it had.
+    """
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        _check_pair(certificate, serialization.load_pem_private_key(key_pem, password=None))
+        with _memory_file(cert_pem) as cert_path, _memory_file(key_pem) as key_path:
+            context.load_cert_chain(cert_path, key_path)
+    except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
+        raise CertificateError(f"cannot load the self-managed key pair: {exc}") from None
+    return certificate
+
+
+@contextmanager
+def _memory_file(data: bytes) -> Iterator[str]:
+    descriptor = os.memfd_create("irsa-webhook-tls", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(descriptor, "wb", closefd=False) as file:
+            file.write(data)
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
+
+
 class CertificateReloader:
     """Keeps ``context`` serving the key pair currently in ``cert_path``/``key_path``."""
 
@@ -146,10 +183,7 @@ class CertificateReloader:
             key = serialization.load_pem_private_key(
                 Path(self.key_path).read_bytes(), password=None
             )
-            # OpenSSL installs the certificate before it checks the key, so a mismatched pair
-            # loaded into the live context would break every handshake: check it first.
-            if _spki(certificate.public_key()) != _spki(key.public_key()):
-                raise ValueError("the private key does not belong to the certificate")
+            _check_pair(certificate, key)
             self.context.load_cert_chain(self.cert_path, self.key_path)
         except FileNotFoundError as exc:
             raise CertificateError(

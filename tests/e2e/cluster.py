@@ -148,7 +148,7 @@ def leaked_secrets(plane: ControlPlane, webhook: Webhook, *extra: str) -> list[s
     logs = webhook.logs()
     kubeconfig = yaml.safe_load((webhook.directory / "kubeconfig").read_text())
     forbidden = (
-        kubeconfig["users"][0]["user"]["token"],
+        kubeconfig["users"][0]["user"].get("token", ""),
         plane.env["ADMIN_TOKEN"],
         "BEGIN",
         "PRIVATE KEY",
@@ -157,7 +157,7 @@ def leaked_secrets(plane: ControlPlane, webhook: Webhook, *extra: str) -> list[s
         "registry.k8s.io/pause",
         *extra,
     )
-    return [secret[:12] + "..." for secret in forbidden if secret in logs]
+    return [secret[:12] + "..." for secret in forbidden if secret and secret in logs]
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -195,6 +195,11 @@ def token_kubeconfig(plane: ControlPlane, path: Path, namespace: str, account: s
     token = plane.kubectl(
         "create", "token", account, "-n", namespace, "--duration", "2h"
     ).stdout.strip()
+    return kubeconfig_for(plane, path, account, {"token": token})
+
+
+def kubeconfig_for(plane: ControlPlane, path: Path, name: str, user: dict[str, Any]) -> Path:
+    """A kubeconfig for ``plane`` whose only user, ``name``, authenticates as ``user`` says."""
     path.write_text(
         yaml.safe_dump(
             {
@@ -206,8 +211,8 @@ def token_kubeconfig(plane: ControlPlane, path: Path, namespace: str, account: s
                         "cluster": {"server": plane.url, "certificate-authority": plane.ca_cert},
                     }
                 ],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": account}}],
+                "users": [{"name": name, "user": user}],
+                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": name}}],
                 "current-context": "e2e",
             }
         )
@@ -371,22 +376,69 @@ def pod(namespace: str, name: str, account: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def dry_run_create(plane: ControlPlane, body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """``kubectl create --dry-run=server``: admission runs, webhooks included; nothing is stored."""
+    return plane.kubectl(
+        "create",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        stdin=orjson.dumps(body).decode(),
+        check=False,
+    )
+
+
 def wait_until_mutating(plane: ControlPlane, namespace: str, account: str) -> None:
     """Webhook configurations reach the API server asynchronously: probe with dry-run."""
     probe = pod(namespace, "probe", account)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        result = plane.kubectl(
-            "create",
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            stdin=orjson.dumps(probe).decode(),
-            check=False,
-        )
+        result = dry_run_create(plane, probe)
         if result.returncode == 0 and "AWS_ROLE_ARN" in result.stdout:
             return
         time.sleep(0.5)
     raise AssertionError("the webhook configuration never took effect")
+
+
+def review(namespace: str, account: str, uid: str = "u") -> bytes:
+    """An AdmissionReview for a pod of ``account``, as the API server would send it."""
+    return orjson.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE",
+                "namespace": namespace,
+                "object": pod(namespace, "p", account),
+            },
+        }
+    )
+
+
+def role_of(response: httpx.Response) -> str | None:
+    """The AWS_ROLE_ARN the webhook's patch injects, or None without a patch."""
+    answer = response.json()["response"]
+    if "patch" not in answer:
+        return None
+    for operation in orjson.loads(base64.b64decode(answer["patch"])):
+        values = (
+            operation["value"] if isinstance(operation["value"], list) else [operation["value"]]
+        )
+        for value in values:
+            if isinstance(value, dict) and value.get("name") == "AWS_ROLE_ARN":
+                return str(value["value"])
+            for item in value.get("env", []) if isinstance(value, dict) else []:
+                if item.get("name") == "AWS_ROLE_ARN":
+                    return str(item["value"])
+    return None
+
+
+def client(webhook: Webhook) -> httpx.Client:
+    """A client that trusts the webhook's serving certificate."""
+    context = ssl.create_default_context()
+    webhook.ca.configure_trust(context)
+    return httpx.Client(verify=context, timeout=15)

@@ -5,14 +5,15 @@ generated certificate, by the Service name its certificate is issued for."""
 
 from __future__ import annotations
 
-import base64
 import os
+import re
 import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ import orjson
 import pytest
 import trustme
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import (
     REPO,
     ControlPlane,
+    dry_run_create,
     pod,
     service_account,
     token_kubeconfig,
@@ -125,7 +128,13 @@ class LocalWebhook:
 
 
 def serve(
-    release: Release, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, port: int, sni: str
+    release: Release,
+    cert_pem: bytes,
+    key_pem: bytes,
+    ca_pem: bytes,
+    port: int,
+    sni: str,
+    *extra_args: str,
 ) -> LocalWebhook:
     """``irsa-webhook serve`` with the given certificate and the chart ServiceAccount's token,
     returned once /readyz answers 200 to a client that trusts ``ca_pem`` for the name ``sni``."""
@@ -152,6 +161,7 @@ def serve(
         f"--namespace={release.namespace}",
         "--log-format=json",
         "--shutdown-delay=0s",
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -177,21 +187,23 @@ def serve(
         raise
 
 
-@pytest.fixture(scope="module")
-def url_release(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def url_release_serving(
+    plane: ControlPlane, directory: Path, prefix: str, values: dict[str, Any], *extra_args: str
 ) -> Iterator[Release]:
     """A release registered by URL (mutatingWebhook.url) at a webhook served here, with a
-    certificate for 127.0.0.1 from our own CA given as pki.caBundle. The chart's generated
-    certificate cannot serve here: it only names the Service, and no value adds an IP address."""
+    certificate for 127.0.0.1 from our own CA given as pki.caBundle. The self-managed certificate
+    names the Service, which has no pods here, so this is how the API server reaches the chart's
+    registration."""
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
     port = free_port()
     release = install(
-        control_plane,
-        tmp_path_factory.mktemp("chart-url"),
-        "url",
+        plane,
+        directory,
+        prefix,
         {
+            **values,
             "mutatingWebhook": {"url": f"https://127.0.0.1:{port}/mutate"},
             "pki": {"caBundle": ca.cert_pem.bytes().decode()},
         },
@@ -204,26 +216,22 @@ def url_release(
             ca.cert_pem.bytes(),
             port,
             "127.0.0.1",
+            *extra_args,
         )
         try:
             yield release
         finally:
             webhook.stop()
     finally:
-        helm(control_plane, "uninstall", release.name, "--namespace", release.namespace)
+        helm(plane, "uninstall", release.name, "--namespace", release.namespace)
 
 
 @pytest.fixture(scope="module")
-def generated_release(
+def url_release(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
-    """A release with the default certificate source: the chart generates a CA and a certificate
-    into a Secret and registers the webhook by its Service (which has no pods here)."""
-    release = install(control_plane, tmp_path_factory.mktemp("chart-generated"), "gen", {})
-    try:
-        yield release
-    finally:
-        helm(control_plane, "uninstall", release.name, "--namespace", release.namespace)
+    with url_release_serving(control_plane, tmp_path_factory.mktemp("chart-url"), "url", {}) as r:
+        yield r
 
 
 def selected_namespace(release: Release) -> str:
@@ -286,56 +294,6 @@ def test_the_chart_service_account_may_read_service_accounts_and_nothing_else(
     assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
 
 
-def generated_secret(release: Release) -> dict[str, str]:
-    secret = release.plane.get("secret", f"{release.fullname}-cert", "-n", release.namespace)
-    assert secret["type"] == "kubernetes.io/tls"
-    data: dict[str, str] = secret["data"]
-    assert set(data) == {"ca.crt", "tls.crt", "tls.key"}
-    return data
-
-
-def test_the_generated_certificate_serves_the_name_the_registration_trusts(
-    generated_release: Release,
-) -> None:
-    release = generated_release
-    data = generated_secret(release)
-    client_config = release.webhook_registration()["clientConfig"]
-    assert client_config["caBundle"] == data["ca.crt"]
-    service = f"{client_config['service']['name']}.{client_config['service']['namespace']}.svc"
-    # serve() fails unless the webhook, holding the Secret's key pair and the chart's RBAC, turns
-    # ready for a client that trusts the registration's caBundle for the Service's name.
-    webhook = serve(
-        release,
-        base64.b64decode(data["tls.crt"]),
-        base64.b64decode(data["tls.key"]),
-        base64.b64decode(client_config["caBundle"]),
-        free_port(),
-        service,
-    )
-    webhook.stop()
-
-
-def test_helm_upgrade_keeps_the_generated_certificate(generated_release: Release) -> None:
-    release = generated_release
-    before = generated_secret(release)
-    helm(
-        release.plane,
-        "upgrade",
-        release.name,
-        str(CHART),
-        "--namespace",
-        release.namespace,
-        "--values",
-        str(release.values),
-        "--set",
-        "config.logLevel=debug",
-    )
-    (deployment,) = release.chart_objects("deployments")["items"]
-    assert "--log-level=debug" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert generated_secret(release) == before
-    assert release.webhook_registration()["clientConfig"]["caBundle"] == before["ca.crt"]
-
-
 def test_the_plain_manifests_pass_server_side_dry_run(control_plane: ControlPlane) -> None:
     namespace, *_ = yaml.safe_load_all((REPO / "deploy" / "namespace.yaml").read_text())
     # Namespaced objects cannot be dry-run into a namespace that is itself only dry-run.
@@ -355,3 +313,183 @@ def test_the_plain_manifests_pass_server_side_dry_run(control_plane: ControlPlan
     assert result.stdout.count("(server dry run)") == len(documents)
     # The namespace enforces and warns at the restricted Pod Security level.
     assert "PodSecurity" not in result.stderr
+
+
+def test_kube_system_and_the_release_namespace_are_not_sent_to_the_webhook(
+    url_release: Release,
+) -> None:
+    plane = url_release.plane
+    selected = selected_namespace(url_release)  # waits until an ordinary namespace is mutated
+    assert env_of(create(plane, pod(selected, "app", "app")))["AWS_ROLE_ARN"] == ROLE
+    label = f"{SELECTOR_LABEL}={url_release.selector}"
+    for namespace in ("kube-system", url_release.namespace):
+        # Selected by the user's namespaceSelector too, so only the exclusion keeps them out.
+        plane.kubectl("label", "namespace", namespace, label)
+        account = f"app-{uuid.uuid4().hex[:6]}"
+        try:
+            plane.apply(service_account(namespace, account, {"eks.amazonaws.com/role-arn": ROLE}))
+            stored = create(plane, pod(namespace, account, account))
+            assert "AWS_ROLE_ARN" not in env_of(stored), namespace
+        finally:
+            plane.kubectl("delete", "pod", account, "-n", namespace, "--wait=false", check=False)
+            plane.kubectl("delete", "serviceaccount", account, "-n", namespace, check=False)
+            plane.kubectl("label", "namespace", namespace, f"{SELECTOR_LABEL}-")
+
+
+@pytest.fixture(scope="module")
+def config_map_release(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """A release whose webhook takes roles from the chart's pod-identity-webhook ConfigMap, run
+    with the chart's ConfigMap Role and nothing more."""
+    values = {
+        "config": {
+            "podIdentityWebhookMap": {
+                "enabled": True,
+                "data": {"chart-app-*/mapped": {"RoleARN": ROLE}},
+            }
+        }
+    }
+    directory = tmp_path_factory.mktemp("chart-config-map")
+    with url_release_serving(
+        control_plane, directory, "cm", values, "--watch-config-map=true"
+    ) as release:
+        yield release
+
+
+def test_the_config_map_role_reads_the_webhook_config_map_and_no_other(
+    config_map_release: Release,
+) -> None:
+    release = config_map_release
+    plane = release.plane
+    namespace = create_namespace(plane, "chart-app", {SELECTOR_LABEL: release.selector})
+    plane.apply(service_account(namespace, "mapped"))
+    wait_until_mutating(plane, namespace, "mapped")
+    assert env_of(create(plane, pod(namespace, "mapped", "mapped")))["AWS_ROLE_ARN"] == ROLE
+
+    other = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "other-settings", "namespace": release.namespace},
+        "data": {"password": "not for the webhook"},
+    }
+    plane.apply(other)
+    (account,) = release.chart_objects("serviceaccounts")["items"]
+    token = plane.kubectl(
+        "create", "token", account["metadata"]["name"], "-n", release.namespace
+    ).stdout.strip()
+    configmaps = f"/api/v1/namespaces/{release.namespace}/configmaps"
+    with httpx.Client(
+        base_url=plane.url,
+        verify=ssl.create_default_context(cafile=plane.ca_cert),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ) as client:
+        assert client.get(f"{configmaps}/pod-identity-webhook").status_code == 200
+        assert client.get(f"{configmaps}/other-settings").status_code == 403
+        assert client.get(configmaps).status_code == 403
+        by_name = {"fieldSelector": "metadata.name=pod-identity-webhook"}
+        assert client.get(configmaps, params=by_name).status_code == 200
+
+
+# PromQL vector selectors (metric{matchers}) and their label matchers, enough to read the
+# chart's own alert expressions.
+VECTOR_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}")
+LABEL_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")\s*,?')
+
+
+def alert_selector(release: Release, alert: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """The API server series the chart's alert selects, read from the rendered PrometheusRule
+    (this control plane has no Prometheus Operator to install it into)."""
+    rendered = helm(
+        release.plane,
+        "template",
+        release.name,
+        str(CHART),
+        "--namespace",
+        release.namespace,
+        "--values",
+        str(release.values),
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+    ).stdout
+    (rule_object,) = [
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "PrometheusRule"
+    ]
+    (group,) = rule_object["spec"]["groups"]
+    (rule,) = [rule for rule in group["rules"] if rule.get("alert") == alert]
+    (selector,) = [
+        (metric, body)
+        for metric, body in VECTOR_SELECTOR.findall(rule["expr"])
+        if metric.startswith("apiserver_")
+    ]
+    metric, body = selector
+    matchers = [
+        (name, operator, orjson.loads(value))
+        for name, operator, value in LABEL_MATCHER.findall(body)
+    ]
+    assert matchers, f"no label matchers in {rule['expr']!r}"
+    return metric, matchers
+
+
+def selected_total(plane: ControlPlane, metric: str, matchers: list[tuple[str, str, str]]) -> float:
+    with plane.client() as client:
+        exposition = client.get("/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        if family.name != metric:
+            continue
+        # The parser names counter samples <family>_total; Prometheus keeps the exposed name.
+        for sample in family.samples:
+            if sample.name in (metric, f"{metric}_total") and all(
+                _label_matches(sample.labels.get(name, ""), operator, value)
+                for name, operator, value in matchers
+            ):
+                total += sample.value
+    return total
+
+
+def _label_matches(actual: str, operator: str, value: str) -> bool:
+    if operator == "=":
+        return actual == value
+    if operator == "!=":
+        return actual != value
+    found = re.fullmatch(value, actual) is not None
+    return found if operator == "=~" else not found
+
+
+@pytest.mark.parametrize(
+    ("failure_policy", "alert", "admitted"),
+    [
+        pytest.param("Ignore", "IrsaWebhookFailedOpen", True, id="fail-open"),
+        pytest.param("Fail", "IrsaWebhookCallsFailing", False, id="rejected"),
+    ],
+)
+def test_an_unreachable_webhook_shows_in_the_api_server_series_its_alert_selects(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    failure_policy: str,
+    alert: str,
+    admitted: bool,
+) -> None:
+    # No webhook runs for this release: its Service has no pods, so every call fails.
+    release = install(
+        control_plane, tmp_path, "down", {"mutatingWebhook": {"failurePolicy": failure_policy}}
+    )
+    try:
+        metric, matchers = alert_selector(release, alert)
+        namespace = create_namespace(control_plane, "chart-app", {SELECTOR_LABEL: release.selector})
+        control_plane.apply(service_account(namespace, "app", {"eks.amazonaws.com/role-arn": ROLE}))
+        before = selected_total(control_plane, metric, matchers)
+        deadline = time.monotonic() + 60
+        # The registration reaches the API server asynchronously: create until it is called.
+        while True:
+            result = dry_run_create(control_plane, pod(namespace, "app", "app"))
+            if selected_total(control_plane, metric, matchers) > before:
+                break
+            assert time.monotonic() < deadline, f"{metric} {matchers} never rose above {before}"
+        assert (result.returncode == 0) is admitted, result.stderr
+        if admitted:
+            assert "AWS_ROLE_ARN" not in env_of(orjson.loads(result.stdout))
+    finally:
+        helm(control_plane, "uninstall", release.name, "--namespace", release.namespace)

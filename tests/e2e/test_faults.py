@@ -4,9 +4,7 @@ kube-apiserver and compact its etcd)."""
 
 from __future__ import annotations
 
-import base64
 import os
-import ssl
 import subprocess
 import threading
 import time
@@ -26,10 +24,13 @@ from cluster import (
     ControlPlane,
     Webhook,
     chart_rbac,
+    client,
     leaked_secrets,
     make_namespace,
     pod,
     read_env,
+    review,
+    role_of,
     service_account,
     start_webhook,
     token_kubeconfig,
@@ -117,46 +118,6 @@ def log_records(webhook: Webhook, since: int) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def review(namespace: str, account: str, uid: str = "u") -> bytes:
-    return orjson.dumps(
-        {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": uid,
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "operation": "CREATE",
-                "namespace": namespace,
-                "object": pod(namespace, "p", account),
-            },
-        }
-    )
-
-
-def role_of(response: httpx.Response) -> str | None:
-    """The AWS_ROLE_ARN the webhook's patch injects, or None without a patch."""
-    answer = response.json()["response"]
-    if "patch" not in answer:
-        return None
-    for operation in orjson.loads(base64.b64decode(answer["patch"])):
-        values = (
-            operation["value"] if isinstance(operation["value"], list) else [operation["value"]]
-        )
-        for value in values:
-            if isinstance(value, dict) and value.get("name") == "AWS_ROLE_ARN":
-                return str(value["value"])
-            for item in value.get("env", []) if isinstance(value, dict) else []:
-                if item.get("name") == "AWS_ROLE_ARN":
-                    return str(item["value"])
-    return None
-
-
-def client(webhook: Webhook) -> httpx.Client:
-    context = ssl.create_default_context()
-    webhook.ca.configure_trust(context)
-    return httpx.Client(verify=context, timeout=15)
 
 
 def wait_until(condition: Any, seconds: float, what: str) -> None:

@@ -190,4 +190,4 @@ def test_a_hostile_role_arn_annotation_injects_only_the_documented_env_and_volum
     # The audience is data in one field; the path is the webhook's own.
     assert token["audience"] == '../../x","path":"/etc'
     assert token["path"] == "token"
-    assert 600 <= token["expirationSeconds"] <= 2**32 - 1
+    assert 600 <= token["expirationSeconds"] <= 2**32

@@ -258,3 +258,62 @@ def test_the_api_server_saw_no_failures_and_fast_answers(
     assert buckets["+Inf"] >= 10
     # Nearly every call lands in the lowest buckets (<= 25 ms); the first may pay a TLS handshake.
     assert buckets["0.025"] >= buckets["+Inf"] - 2
+
+
+def _token_source(stored: dict[str, Any]) -> dict[str, Any]:
+    volume = next(v for v in stored["spec"]["volumes"] if v["name"] == "aws-iam-token")
+    source: dict[str, Any] = volume["projected"]["sources"][0]["serviceAccountToken"]
+    return source
+
+
+@pytest.mark.parametrize(
+    ("annotation", "stored_seconds", "warned"),
+    [
+        ("600", 600, False),
+        ("599", 600, True),
+        ("4294967296", 2**32, False),
+        ("4294967297", 2**32, True),
+    ],
+)
+def test_token_lifetimes_are_clamped_to_exactly_what_the_api_server_accepts(
+    control_plane: ControlPlane,
+    namespace: str,
+    annotation: str,
+    stored_seconds: int,
+    warned: bool,
+) -> None:
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    body = pod(namespace, "lifetime", "s3")
+    body["metadata"]["annotations"] = {"eks.amazonaws.com/token-expiration": annotation}
+
+    stored, stderr = create(control_plane, body)
+
+    assert _token_source(stored)["expirationSeconds"] == stored_seconds
+    assert ("token-expiration" in stderr) is warned, stderr
+
+
+@pytest.mark.parametrize(
+    ("seconds", "accepted"), [(599, False), (600, True), (2**32, True), (2**32 + 1, False)]
+)
+def test_the_api_server_itself_accepts_token_lifetimes_from_600_to_2_to_the_32(
+    control_plane: ControlPlane, namespace: str, seconds: int, accepted: bool
+) -> None:
+    # The webhook's bounds are only right if they are the API server's: ask it directly, with
+    # a pod the webhook skips.
+    control_plane.apply(service_account(namespace, "plain"))
+    body = pod(namespace, "bound", "plain")
+    body["metadata"]["labels"] = {"eks.amazonaws.com/skip-pod-identity-webhook": "true"}
+    body["spec"]["volumes"] = [
+        {
+            "name": "token",
+            "projected": {
+                "sources": [{"serviceAccountToken": {"path": "t", "expirationSeconds": seconds}}]
+            },
+        }
+    ]
+    result = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", stdin=orjson.dumps(body).decode(), check=False
+    )
+    assert (result.returncode == 0) is accepted, result.stderr
+    if not accepted:
+        assert "expirationSeconds" in result.stderr

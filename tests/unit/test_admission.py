@@ -190,7 +190,7 @@ def test_the_request_namespace_overrides_the_pods_own() -> None:
 
     assert request.namespace == "blog"
     assert request.pod is not None
-    assert request.pod["metadata"] == {"name": "web-0", "namespace": "blog"}
+    assert request.pod["metadata"] == {"name": "web-0", "namespace": "elsewhere"}
 
 
 @pytest.mark.parametrize(
@@ -215,7 +215,7 @@ def test_the_namespace_comes_from_the_request_else_the_pod_else_default(
 
     assert request.namespace == expected
     assert request.pod is not None
-    assert request.pod["metadata"]["namespace"] == expected
+    assert request.pod["metadata"] == metadata
 
 
 def test_decoding_never_changes_the_pod_it_was_given() -> None:

@@ -120,8 +120,8 @@ def test_a_bad_environment_value_is_ignored_when_the_command_line_sets_the_flag(
         (
             ["--token-expiration=5000000000"],
             {},
-            4294967295,
-            "--token-expiration 5000000000 is above the maximum; using 4294967295 seconds",
+            4294967296,
+            "--token-expiration 5000000000 is above the maximum; using 4294967296 seconds",
         ),
         (["--token-expiration=600"], {}, 600, None),
     ],
@@ -238,3 +238,43 @@ def test_serve_help_names_every_flag_with_its_environment_variable(
         variable = "IRSA_WEBHOOK_" + flag.name.removeprefix("--").replace("-", "_").upper()
         assert flag.name in help_text
         assert variable in help_text
+
+
+SELF_MANAGED = (
+    "--self-managed-cert-secret=webhook-pki",
+    "--self-managed-cert-webhook-configuration=webhook",
+    "--self-managed-cert-hosts=webhook.irsa.svc, 127.0.0.1",
+)
+
+
+def test_self_managed_certificates_take_their_names_hosts_and_lifetimes() -> None:
+    settings = flags.server_settings(
+        serve_arguments(*SELF_MANAGED, "--self-managed-cert-lifetime=720h"), {}
+    )
+    assert settings.self_managed_cert_secret == "webhook-pki"
+    assert settings.self_managed_cert_webhook_configuration == "webhook"
+    assert settings.self_managed_cert_hosts == ("webhook.irsa.svc", "127.0.0.1")
+    assert settings.self_managed_cert_lifetime == 720 * 3600
+    assert settings.self_managed_ca_lifetime == 10 * 365 * 86400
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            SELF_MANAGED[:1], "needs --self-managed-cert-webhook-configuration", id="alone"
+        ),
+        pytest.param(SELF_MANAGED[:2], "and --self-managed-cert-hosts", id="no-hosts"),
+        pytest.param(SELF_MANAGED[1:], "need --self-managed-cert-secret", id="no-secret"),
+        pytest.param(
+            (*SELF_MANAGED, "--self-managed-ca-lifetime=0s"),
+            "--self-managed-ca-lifetime must be at least 1s",
+            id="zero-lifetime",
+        ),
+    ],
+)
+def test_incomplete_self_managed_settings_are_config_errors(
+    args: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        flags.server_settings(serve_arguments(*args), {})

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import ssl
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,16 @@ import pytest
 import trustme
 
 from irsa_webhook.app import WebhookState, create_metrics_app, create_webhook_app
-from loopback import ROLE, MemoryServiceAccounts, Pki, RunningServer, make_state, run_server
+from irsa_webhook.identity import ContainerCredentialsConfig, ServiceAccountEntry
+from loopback import (
+    ROLE,
+    MemoryServiceAccounts,
+    Pki,
+    RunningServer,
+    StaticContainerCredentials,
+    make_state,
+    run_server,
+)
 
 
 @dataclass
@@ -237,3 +248,51 @@ def test_tls_1_2_is_accepted(harness: Harness) -> None:
     context = harness.pki.client_context()
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     assert httpx.get(f"{harness.webhook.url}/healthz", verify=context).status_code == 200
+
+
+def test_the_debug_cache_dump_does_not_hold_up_the_event_loop(pki: Pki) -> None:
+    state, _ = make_state(pki, enable_debugging_handlers=True)
+    dumping, released = threading.Event(), threading.Event()
+
+    def slow_snapshot() -> dict[str, ServiceAccountEntry]:
+        dumping.set()
+        released.wait(30)
+        return {}
+
+    with (
+        run_server(create_metrics_app(state, dump=slow_snapshot)) as metrics,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        try:
+            dump = pool.submit(httpx.get, f"{metrics.url}/debug/alpha/cache", timeout=30)
+            assert dumping.wait(10)
+            # The dump is still being made: the loop answers other requests meanwhile.
+            assert httpx.get(f"{metrics.url}/metrics", timeout=5).status_code == 200
+        finally:
+            released.set()
+        assert dump.result().json() == {}
+
+
+def test_a_pod_without_metadata_in_container_credentials_mode_gets_a_patch_that_applies(
+    pki: Pki,
+) -> None:
+    # The API server always sends metadata, but the envelope must not invent any: the patch
+    # is applied to the object as sent, so a namespace written into a copy made it invalid.
+    state, _ = make_state(pki)
+    state.container_credentials = StaticContainerCredentials(
+        current=ContainerCredentialsConfig(frozenset({("team-a", "s3")}))
+    )
+    sent = review()
+    del sent["request"]["object"]["metadata"]
+    context = state.certificate.context  # type: ignore[attr-defined]
+    with (
+        run_server(create_webhook_app(state), context) as webhook,
+        httpx.Client(verify=pki.client_context(), timeout=5) as client,
+    ):
+        response = client.post(f"{webhook.url}/mutate", json=sent)
+
+    answer = response.json()["response"]
+    patch = orjson.loads(base64.b64decode(answer["patch"]))
+    pod = jsonpatch.apply_patch(sent["request"]["object"], patch)
+    assert pod["metadata"] == {"labels": {"eks.amazonaws.com/pod-identity": "enabled"}}
+    assert pod["spec"]["volumes"][0]["name"] == "eks-pod-identity-token"

@@ -122,13 +122,13 @@ def test_an_unparseable_sts_annotation_keeps_the_flag_and_warns(sts_value: str, 
     [
         ("3600", 3600, None),
         ("600", 600, None),
-        ("4294967295", 4294967295, None),
+        ("4294967296", 4294967296, None),
         ("599", 600, f"{PREFIX}/token-expiration 599 is below the minimum; using 600 seconds"),
         ("-1", 600, f"{PREFIX}/token-expiration -1 is below the minimum; using 600 seconds"),
         (
-            "4294967296",
-            4294967295,
-            f"{PREFIX}/token-expiration 4294967296 is above the maximum; using 4294967295 seconds",
+            "4294967297",
+            4294967296,
+            f"{PREFIX}/token-expiration 4294967297 is above the maximum; using 4294967296 seconds",
         ),
         ("1h", 5400, f"{PREFIX}/token-expiration '1h' is not a number of seconds; using 5400"),
         (
@@ -487,9 +487,9 @@ def test_config_map_entry_values_beat_the_flags_and_keys_ignore_case() -> None:
         ),
         (
             2**40,
-            4294967295,
+            4294967296,
             f"ConfigMap entry 'ns/sa' TokenExpiration {2**40} is above the maximum; "
-            "using 4294967295 seconds",
+            "using 4294967296 seconds",
         ),
     ],
 )

@@ -36,3 +36,26 @@ def test_mutate_does_not_import_the_server() -> None:
     assert "irsa_webhook.commands.mutate" in loaded
     assert "irsa_webhook.server" not in loaded
     assert "irsa_webhook.commands.serve" not in loaded
+
+
+HEAVY_FOR_SERVE = {
+    "kubernetes": "its configuration loader was ~10 MB and most of a second (kubeconfig.py)",
+    "requests": "came with the kubernetes client",
+    "urllib3": "came with the kubernetes client",
+    "oauthlib": "came with the kubernetes client",
+    "boto3": "the webhook never talks to AWS",
+    "botocore": "the webhook never talks to AWS",
+    "yaml": "only a kubeconfig is YAML; it is imported when one is read",
+    "jsonpatch": "only mutate applies a patch",
+}
+
+
+def test_serve_imports_neither_the_kubernetes_client_nor_aws_nor_yaml() -> None:
+    loaded = modules_after("import irsa_webhook.commands.serve, irsa_webhook.server")
+    assert "irsa_webhook.server" in loaded
+    crept_back = {
+        name: why
+        for name, why in HEAVY_FOR_SERVE.items()
+        if any(module == name or module.startswith(f"{name}.") for module in loaded)
+    }
+    assert crept_back == {}

@@ -7,6 +7,7 @@ import base64
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 import trustme
-from kubernetes.config import ConfigException
 
 from irsa_webhook.cache import ListWatchApi
-from irsa_webhook.kubeapi import ApiError, KubeApi, _TokenFile
+from irsa_webhook.config import ConfigError
+from irsa_webhook.credentials import StaticCredentials, TokenFile
+from irsa_webhook.kubeapi import ApiError, KubeApi
+from irsa_webhook.kubeconfig import load_connection
 
 pytestmark = pytest.mark.timeout(5)
 
@@ -137,7 +140,7 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
 def test_get_returns_the_decoded_document_and_sends_the_token_and_the_query() -> None:
     async def scenario() -> None:
         async with Loopback([reply(200, {"kind": "ServiceAccountList", "items": []})]) as server:
-            api = KubeApi(server.url, authorization=lambda: "Bearer secret-token")
+            api = KubeApi(server.url, credentials=StaticCredentials("Bearer secret-token"))
             try:
                 document = await api.get("/api/v1/serviceaccounts", {"limit": "500"})
             finally:
@@ -211,7 +214,7 @@ def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> N
     async def scenario() -> None:
         responders = [reply(200, {}), reply(401, status(401, "Unauthorized", "Unauthorized"))]
         async with Loopback(responders) as server:
-            api = KubeApi(server.url, authorization=lambda: "Bearer secret-token")
+            api = KubeApi(server.url, credentials=StaticCredentials("Bearer secret-token"))
             try:
                 await api.get("/api/v1/serviceaccounts")
                 with pytest.raises(ApiError) as error:
@@ -315,10 +318,15 @@ def test_in_cluster_config_uses_the_service_environment_the_ca_and_the_token_fil
     async def scenario() -> None:
         async with Loopback([reply(200, {"kind": "ServiceAccount"})], pki.server_context) as server:
             port = server.url.rsplit(":", 1)[1]
-            api: ListWatchApi = KubeApi.from_config(
-                token_path=str(token),
-                ca_path=str(ca),
-                environ={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port},
+            api: ListWatchApi = KubeApi.from_connection(
+                load_connection(
+                    token_path=str(token),
+                    ca_path=str(ca),
+                    environ={
+                        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                        "KUBERNETES_SERVICE_PORT": port,
+                    },
+                )
             )
             assert isinstance(api, KubeApi)
             try:
@@ -389,22 +397,24 @@ def test_a_kubeconfig_brings_ca_client_certificate_and_kube_api_overrides_the_se
 
 def test_outside_a_cluster_kube_api_alone_connects_without_credentials(tmp_path: Path) -> None:
     async def scenario() -> None:
-        api = KubeApi.from_config(
-            kube_api="http://127.0.0.1:8080", token_path=str(tmp_path / "none"), environ={}
+        api = KubeApi.from_connection(
+            load_connection(
+                kube_api="http://127.0.0.1:8080", token_path=str(tmp_path / "none"), environ={}
+            )
         )
         await api.aclose()
         assert api.host == "http://127.0.0.1:8080"
 
     run(scenario)
-    with pytest.raises(ConfigException):
-        KubeApi.from_config(token_path=str(tmp_path / "none"), environ={})
+    with pytest.raises(ConfigError, match="not in a cluster"):
+        load_connection(token_path=str(tmp_path / "none"), environ={})
 
 
 def test_the_token_file_is_read_again_at_most_once_a_minute(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("first")
     now = [1000.0]
-    token = _TokenFile(str(path), clock=lambda: now[0])
+    token = TokenFile(str(path), clock=lambda: now[0]).current
     assert token() == "Bearer first"
 
     path.write_text("second")
@@ -416,3 +426,303 @@ def test_the_token_file_is_read_again_at_most_once_a_minute(tmp_path: Path) -> N
     path.unlink()
     now[0] += 60
     assert token() == "Bearer second", "a failed re-read keeps the last good token"
+
+
+# --- kubeconfig --------------------------------------------------------------------------------
+
+
+def write_kubeconfig(
+    path: Path, cluster: dict[str, Any], user: dict[str, Any] | None = None, **top: Any
+) -> str:
+    document: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "test",
+        "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": user or {}}],
+        **top,
+    }
+    # YAML is a superset of JSON: the loader reads this as any kubeconfig.
+    path.write_bytes(orjson.dumps(document))
+    return str(path)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def get_version(kubeconfig: str) -> None:
+    """One GET through a client configured by ``kubeconfig``."""
+    api = KubeApi.from_config(kubeconfig)
+    try:
+        await api.get("/version")
+    finally:
+        await api.aclose()
+
+
+def exec_plugin(directory: Path, tokens: list[str]) -> str:
+    """A plugin answering ``tokens`` one per run (the last one repeats); no expiry."""
+    script = directory / "get-token"
+    count = directory / "runs"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib\n"
+        f"count = pathlib.Path({str(count)!r})\n"
+        "runs = int(count.read_text()) if count.exists() else 0\n"
+        "count.write_text(str(runs + 1))\n"
+        f"tokens = {tokens!r}\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', "
+        "'kind': 'ExecCredential', 'status': {'token': tokens[min(runs, len(tokens) - 1)]}}))\n"
+    )
+    script.chmod(0o755)
+    return f"./{script.name}"
+
+
+def test_a_kubeconfig_exec_plugin_token_is_sent_and_fetched_again_after_a_401(
+    tmp_path: Path,
+) -> None:
+    command = exec_plugin(tmp_path, ["revoked", "fresh"])
+
+    async def scenario() -> None:
+        async with Loopback(
+            [reply(401, status(401, "Unauthorized", "")), reply(200, {"kind": "Status"})]
+        ) as server:
+            kubeconfig = write_kubeconfig(
+                tmp_path / "kubeconfig",
+                {"server": server.url},
+                # Relative to the kubeconfig's directory, as kubectl resolves it.
+                {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": command}},
+            )
+            api = KubeApi.from_config(kubeconfig)
+            try:
+                assert await api.get("/version") == {"kind": "Status"}
+            finally:
+                await api.aclose()
+        assert [r.headers["authorization"] for r in server.requests] == [
+            "Bearer revoked",
+            "Bearer fresh",
+        ]
+
+    run(scenario)
+
+
+def test_a_failing_exec_plugin_is_an_api_error_the_cache_retries(tmp_path: Path) -> None:
+    script = tmp_path / "broken"
+    script.write_text("#!/bin/sh\necho 'no credentials configured' >&2\nexit 1\n")
+    script.chmod(0o755)
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        {"server": "http://127.0.0.1:9"},
+        {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(script)}},
+    )
+
+    async def scenario() -> None:
+        api = KubeApi.from_config(kubeconfig)
+        try:
+            with pytest.raises(ApiError) as raised:
+                await api.get("/version")
+        finally:
+            await api.aclose()
+        assert raised.value.status == 0
+        assert raised.value.reason == "CredentialError"
+        assert "exited with status 1: no credentials configured" in raised.value.message
+
+    run(scenario)
+
+
+def test_an_exec_plugin_client_certificate_is_presented(tmp_path: Path, pki: Pki) -> None:
+    client = pki.ca.issue_cert("exec-user@example.com")
+    status_document = {
+        "clientCertificateData": client.cert_chain_pems[0].bytes().decode(),
+        "clientKeyData": client.private_key_pem.bytes().decode(),
+    }
+    script = tmp_path / "cert-plugin"
+    script.write_text(
+        f"#!{sys.executable}\nimport json\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', "
+        f"'kind': 'ExecCredential', 'status': {status_document!r}}}))\n"
+    )
+    script.chmod(0o755)
+    requiring = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki.ca.issue_cert("127.0.0.1").configure_cert(requiring)
+    pki.ca.configure_trust(requiring)
+    requiring.verify_mode = ssl.CERT_REQUIRED
+
+    async def scenario() -> None:
+        async with Loopback([reply(200, {})], requiring) as server:
+            kubeconfig = write_kubeconfig(
+                tmp_path / "kubeconfig",
+                {"server": server.url, "certificate-authority-data": b64(pki.ca_pem)},
+                {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1beta1",
+                        "command": str(script),
+                    }
+                },
+            )
+            await get_version(kubeconfig)
+        assert server.requests[0].peer_certificate, "the plugin's certificate was presented"
+        assert "authorization" not in server.requests[0].headers
+
+    run(scenario)
+
+
+def test_tls_server_name_checks_the_certificate_against_that_name(tmp_path: Path, pki: Pki) -> None:
+    named = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki.ca.issue_cert("kube.internal.example").configure_cert(named)
+
+    async def scenario(tls_server_name: str) -> None:
+        async with Loopback([reply(200, {})], named) as server:
+            cluster = {"server": server.url, "certificate-authority-data": b64(pki.ca_pem)}
+            if tls_server_name:
+                cluster["tls-server-name"] = tls_server_name
+            await get_version(write_kubeconfig(tmp_path / "kubeconfig", cluster))
+
+    run(lambda: scenario("kube.internal.example"))
+    with pytest.raises(ApiError, match="certificate"):
+        run(lambda: scenario(""))
+
+
+def test_insecure_skip_tls_verify_connects_to_an_untrusted_server(tmp_path: Path, pki: Pki) -> None:
+    async def scenario() -> None:
+        async with Loopback([reply(200, {})], pki.server_context) as server:
+            kubeconfig = write_kubeconfig(
+                tmp_path / "kubeconfig", {"server": server.url, "insecure-skip-tls-verify": True}
+            )
+            await get_version(kubeconfig)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("user", "header"),
+    [
+        ({"token": "static"}, "Bearer static"),
+        ({"tokenFile": "token"}, "Bearer from-file"),
+        ({"username": "admin", "password": "pw"}, "Basic " + b64(b"admin:pw")),
+    ],
+)
+def test_kubeconfig_tokens_token_files_and_basic_auth_are_sent(
+    tmp_path: Path, user: dict[str, str], header: str
+) -> None:
+    (tmp_path / "token").write_text("from-file\n")
+
+    async def scenario() -> None:
+        async with Loopback([reply(200, {})]) as server:
+            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"server": server.url}, user)
+            await get_version(kubeconfig)
+        assert server.requests[0].headers["authorization"] == header
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "is not YAML"),
+        ("[]", "must be a mapping"),
+        ('{"clusters": []}', "no current-context"),
+        (
+            '{"current-context": "x", "contexts": [{"name": "y", "context": {}}]}',
+            "no contexts entry named 'x'",
+        ),
+        (
+            '{"current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "c"}}]}',
+            "no clusters entry named 'c'",
+        ),
+        (
+            '{"current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "c"}}],'
+            ' "clusters": [{"name": "c", "cluster": {}}]}',
+            "has no server",
+        ),
+    ],
+)
+def test_a_broken_kubeconfig_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"--kubeconfig {path}") as raised:
+        KubeApi.from_config(str(path))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "user", "message"),
+    [
+        ({}, {"auth-provider": {"name": "oidc"}}, "auth-provider 'oidc' is not supported"),
+        ({}, {"exec": {"command": "aws"}}, "exec needs command and apiVersion"),
+        ({}, {"exec": {"command": "aws", "apiVersion": "v1", "env": [{"name": "A"}]}}, "env"),
+        ({"certificate-authority": "absent.crt"}, {}, "absent.crt"),
+        ({"certificate-authority-data": b64(b"not a certificate")}, {}, "authority"),
+        ({}, {"client-certificate-data": b64(b"x")}, "go together"),
+        (
+            {},
+            {"client-certificate-data": b64(b"x"), "client-key-data": b64(b"y")},
+            "client certificate and key cannot be used",
+        ),
+    ],
+)
+def test_unusable_kubeconfig_credentials_are_one_clear_error(
+    tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any], message: str
+) -> None:
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig", {"server": "https://127.0.0.1:1", **cluster}, user
+    )
+    with pytest.raises(ConfigError) as raised:
+        KubeApi.from_config(kubeconfig)
+    assert message in str(raised.value)
+
+
+def test_a_missing_kubeconfig_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        KubeApi.from_config(str(tmp_path / "absent"))
+
+
+def test_provide_cluster_info_hands_the_cluster_and_its_exec_extension_to_the_plugin(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "exec-info.json"
+    script = tmp_path / "plugin"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, os, pathlib\n"
+        f"pathlib.Path({str(seen)!r}).write_text(os.environ['KUBERNETES_EXEC_INFO'])\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', "
+        "'kind': 'ExecCredential', 'status': {'token': 't'}}))\n"
+    )
+    script.chmod(0o755)
+
+    async def scenario() -> None:
+        async with Loopback([reply(200, {})]) as server:
+            cluster = {
+                "server": server.url,
+                "extensions": [
+                    {"name": "client.authentication.k8s.io/exec", "extension": {"region": "x"}}
+                ],
+            }
+            user = {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": str(script),
+                    "provideClusterInfo": True,
+                }
+            }
+            await get_version(write_kubeconfig(tmp_path / "kubeconfig", cluster, user))
+            spec = orjson.loads(seen.read_bytes())["spec"]
+            assert spec["cluster"]["server"] == server.url
+            assert spec["cluster"]["config"] == {"region": "x"}
+            assert spec["interactive"] is False
+
+    run(scenario)
+
+
+def test_in_cluster_an_ipv6_service_host_is_bracketed(tmp_path: Path, pki: Pki) -> None:
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("t")
+    ca.write_bytes(pki.ca_pem)
+    connection = load_connection(
+        token_path=str(token),
+        ca_path=str(ca),
+        environ={"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"},
+    )
+    assert connection.host == "https://[fd00::1]:443"

@@ -203,6 +203,48 @@ def test_the_webhook_registration_defaults(helm: str) -> None:
     assert webhook["objectSelector"] == {
         "matchExpressions": [{"key": SKIP_LABEL, "operator": "DoesNotExist"}]
     }
+    # It answers from memory: a hung webhook must not hold every pod creation for 10 s.
+    assert webhook["timeoutSeconds"] == 3
+    assert webhook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", NAMESPACE],
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "excluded"),
+    [
+        pytest.param(["mutatingWebhook.excludeNamespaces=null"], [NAMESPACE], id="kube-system-in"),
+        pytest.param(
+            ["mutatingWebhook.excludeReleaseNamespace=false"], ["kube-system"], id="release-in"
+        ),
+        pytest.param(
+            [
+                "mutatingWebhook.excludeNamespaces=null",
+                "mutatingWebhook.excludeReleaseNamespace=false",
+            ],
+            None,
+            id="all-in",
+        ),
+    ],
+)
+def test_excluded_namespaces_can_be_opted_back_in(
+    helm: str, settings: list[str], excluded: list[str] | None
+) -> None:
+    args = ["--set", "mutatingWebhook.namespaceSelector.matchLabels.irsa=enabled"]
+    documents = render(helm, *args, *[arg for setting in settings for arg in ("--set", setting)])
+    (webhook,) = only(documents, "MutatingWebhookConfiguration")["webhooks"]
+    expected: dict[str, Any] = {"matchLabels": {"irsa": "enabled"}}
+    if excluded is not None:
+        expected["matchExpressions"] = [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
+        ]
+    assert webhook["namespaceSelector"] == expected
 
 
 def test_the_skip_label_stays_excluded_next_to_user_selectors(helm: str) -> None:
@@ -239,45 +281,110 @@ def test_the_deployment_is_hardened(helm: str) -> None:
     assert only(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
-def test_the_cluster_role_only_reads_service_accounts(helm: str) -> None:
-    documents = render(helm)
-    role = only(documents, "ClusterRole")
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}
-    ]
-    binding = only(documents, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    account = only(documents, "ServiceAccount")["metadata"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
-    ]
+SERVICE_ACCOUNT_RULE = {
+    "apiGroups": [""],
+    "resources": ["serviceaccounts"],
+    "verbs": ["get", "list", "watch"],
+}
+CONFIG_MAP_RULE = {
+    "apiGroups": [""],
+    "resources": ["configmaps"],
+    "resourceNames": ["pod-identity-webhook"],
+    "verbs": ["get", "list", "watch"],
+}
+# The self-managed certificates' objects, each by name; no create (it cannot be limited to one).
+SECRET_RULE = {
+    "apiGroups": [""],
+    "resources": ["secrets"],
+    "resourceNames": [f"{RELEASE}-pki"],
+    "verbs": ["get", "list", "watch", "update"],
+}
+WEBHOOK_CONFIGURATION_RULE = {
+    "apiGroups": ["admissionregistration.k8s.io"],
+    "resources": ["mutatingwebhookconfigurations"],
+    "resourceNames": [RELEASE],
+    "verbs": ["get", "list", "watch", "patch"],
+}
+CERT_MANAGER = ["pki.certManager.enabled=true"]
 
 
 @pytest.mark.parametrize(
-    ("settings", "watches"),
+    ("settings", "cluster_rules", "namespace_rules"),
     [
-        pytest.param([], False, id="default"),
-        pytest.param(["config.podIdentityWebhookMap.enabled=true"], True, id="rendered-map"),
-        pytest.param(["config.watchConfigMap=true"], True, id="map-written-by-others"),
+        pytest.param(
+            [], [SERVICE_ACCOUNT_RULE, WEBHOOK_CONFIGURATION_RULE], [SECRET_RULE], id="default"
+        ),
+        pytest.param(CERT_MANAGER, [SERVICE_ACCOUNT_RULE], [], id="cert-manager"),
+        pytest.param(
+            [*CERT_MANAGER, "config.podIdentityWebhookMap.enabled=true"],
+            [SERVICE_ACCOUNT_RULE],
+            [CONFIG_MAP_RULE],
+            id="rendered-map",
+        ),
+        pytest.param(
+            [*CERT_MANAGER, "config.watchConfigMap=true"],
+            [SERVICE_ACCOUNT_RULE],
+            [CONFIG_MAP_RULE],
+            id="map-written-by-others",
+        ),
+        pytest.param(
+            ["config.watchConfigMap=true"],
+            [SERVICE_ACCOUNT_RULE, WEBHOOK_CONFIGURATION_RULE],
+            [CONFIG_MAP_RULE, SECRET_RULE],
+            id="self-managed-and-map",
+        ),
     ],
 )
-def test_the_config_map_role_exists_only_with_the_config_map_source(
-    helm: str, settings: list[str], watches: bool
+def test_the_roles_grant_what_the_enabled_sources_use_and_no_more(
+    helm: str,
+    settings: list[str],
+    cluster_rules: list[dict[str, Any]],
+    namespace_rules: list[dict[str, Any]],
 ) -> None:
     documents = render(helm, *[arg for setting in settings for arg in ("--set", setting)])
     args = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    watches = CONFIG_MAP_RULE in namespace_rules
     assert f"--watch-config-map={str(watches).lower()}" in args
+    account = only(documents, "ServiceAccount")["metadata"]
+    subjects = [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+    role = only(documents, "ClusterRole")
+    assert role["rules"] == cluster_rules
+    binding = only(documents, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == subjects
     roles, bindings = of_kind(documents, "Role"), of_kind(documents, "RoleBinding")
-    if not watches:
+    if not namespace_rules:
         assert roles == bindings == []
         return
     (role,), (binding,) = roles, bindings
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
-    ]
+    assert role["rules"] == namespace_rules
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
         "name": role["metadata"]["name"],
     }
+    assert binding["subjects"] == subjects
+
+
+def test_self_managed_certificates_leave_the_ca_out_of_every_render(helm: str) -> None:
+    documents = render(helm)
+    secret = only(documents, "Secret")
+    # Nothing a later render could overwrite: the webhook writes the data and the caBundle.
+    assert secret["metadata"]["name"] == f"{RELEASE}-pki"
+    assert "data" not in secret
+    assert "stringData" not in secret
+    (webhook,) = only(documents, "MutatingWebhookConfiguration")["webhooks"]
+    assert "caBundle" not in webhook["clientConfig"]
+    pod_spec = only(documents, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    service = f"{RELEASE}.{NAMESPACE}.svc"
+    assert f"--self-managed-cert-secret={RELEASE}-pki" in container["args"]
+    assert f"--self-managed-cert-webhook-configuration={RELEASE}" in container["args"]
+    hosts = next(arg for arg in container["args"] if arg.startswith("--self-managed-cert-hosts="))
+    assert service in hosts.partition("=")[2].split(",")
+    assert not any(arg.startswith("--tls-cert") for arg in container["args"])
+    assert "volumes" not in pod_spec
+    assert "volumeMounts" not in container

@@ -83,7 +83,8 @@ same values select the same source here:
   certManager     pki.certManager.enabled: cert-manager issues it and injects the CA into the webhook
   existingSecret  pki.existingSecret: a kubernetes.io/tls Secret you manage, CA in pki.caBundle
   manual          pki.cert + pki.key: the chart stores them in a Secret, CA in pki.caBundle
-  generated       none of them: the chart generates a CA and a certificate once and keeps them
+  selfManaged     none of them: the webhook keeps its own CA and certificate in a Secret and the CA in
+                  the caBundle, renews them and restores a wiped caBundle (--self-managed-cert-*)
   external        mutatingWebhook.url: the webhook runs outside the cluster, CA in pki.caBundle
 Asking for two sources at once is an error rather than a silent choice.
 */}}
@@ -114,8 +115,16 @@ Asking for two sources at once is an error rather than a silent choice.
 {{- end }}
 {{- print "manual" }}
 {{- else }}
-{{- print "generated" }}
+{{- print "selfManaged" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Secret the webhook keeps its self-managed CA and certificate in. Not the name of the other
+modes' TLS Secret: that one is of type kubernetes.io/tls, and a Secret's type cannot change.
+*/}}
+{{- define "irsa-webhook.selfManagedSecretName" -}}
+{{- printf "%s-pki" (include "irsa-webhook.fullname" .) }}
 {{- end }}
 
 {{/*
@@ -133,4 +142,31 @@ The DNS names the API server may use to reach the webhook through its Service.
 {{- $svc := include "irsa-webhook.fullname" . }}
 {{- $ns := include "irsa-webhook.namespace" . }}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- end }}
+
+{{/*
+The name of the webhook in the registration: the reference's, so API server metrics and alerts keyed
+on it keep working. The PrometheusRule selects the API server's series by it.
+*/}}
+{{- define "irsa-webhook.webhookName" -}}
+pod-identity-webhook.amazonaws.com
+{{- end }}
+
+{{/*
+The registration's namespaceSelector: the user's selector with the excluded namespaces
+(mutatingWebhook.excludeNamespaces, and the release namespace unless excludeReleaseNamespace is
+false) added as one more expression on the label every namespace carries, so that no user
+selector can bring them back by accident.
+*/}}
+{{- define "irsa-webhook.namespaceSelector" -}}
+{{- $selector := deepCopy .Values.mutatingWebhook.namespaceSelector }}
+{{- $excluded := .Values.mutatingWebhook.excludeNamespaces | default list }}
+{{- if .Values.mutatingWebhook.excludeReleaseNamespace }}
+{{- $excluded = append $excluded (include "irsa-webhook.namespace" .) }}
+{{- end }}
+{{- with $excluded | uniq }}
+{{- $expression := dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" . }}
+{{- $_ := set $selector "matchExpressions" (append ($selector.matchExpressions | default list) $expression) }}
+{{- end }}
+{{- toYaml $selector }}
 {{- end }}

@@ -84,6 +84,11 @@ def _load_pod(path: str, stdin: TextIO) -> dict[str, Any]:
     pod = documents[0]
     if pod.get("kind", "Pod") != "Pod":
         raise InputError(f"{path} holds a {pod.get('kind')}, not a Pod")
+    metadata = pod.get("metadata")
+    if metadata is None or isinstance(metadata, dict):
+        # The pod as the API server would hold it: in a namespace, ``default`` unless it says.
+        metadata = metadata or {}
+        pod["metadata"] = {**metadata, "namespace": metadata.get("namespace") or "default"}
     return pod
 
 
@@ -152,6 +157,7 @@ def run_mutate(arguments: argparse.Namespace, stdin: TextIO, stdout: TextIO, std
             "(only serve reads them from instance metadata)"
         )
     pod = _load_pod(arguments.pod, stdin)
+    metadata = pod.get("metadata")
     entries = _load_service_accounts(arguments.service_account, settings, stdin)
     config_map = _load_config_map(arguments.config_map, settings, stdin, stderr)
     container_credentials = _load_container_credentials(arguments.container_credentials_config)
@@ -164,7 +170,8 @@ def run_mutate(arguments: argparse.Namespace, stdin: TextIO, stdout: TextIO, std
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE",
-            "namespace": (pod.get("metadata") or {}).get("namespace") or "default",
+            # _load_pod defaulted it; a malformed metadata is decode_review's to report.
+            "namespace": metadata.get("namespace") if isinstance(metadata, dict) else "",
             "object": pod,
         },
     }
