@@ -7,11 +7,13 @@
 #   hack/bench.sh --scale    1k/10k/50k ServiceAccounts: first sync, RSS, lookup, watch burst
 #   hack/bench.sh --profile  the webhook under pyinstrument (a scratch venv) at saturation
 #   hack/bench.sh --hotpath  in-process: where a request's CPU goes (bench/hotpath.py), no plane
+#   hack/bench.sh --reconcile  reconcile passes over 10k pods: API server requests and duration
 #
 # Starts a throw-away control plane (hack/control-plane.sh) in a temporary DIR, or
 # uses IRSA_BENCH_PLANE=DIR when set (kept running; SAs created there stay).
 # Environment: IRSA_BENCH_RATE (fixed rate, default 500/s),
-# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000), IRSA_BENCH_WEBHOOK_ARGS
+# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000), IRSA_BENCH_PODS (--reconcile,
+# default 10000), IRSA_BENCH_WEBHOOK_ARGS
 # (extra `irsa-webhook serve` flags, for experiments).
 set -euo pipefail
 
@@ -20,7 +22,7 @@ IRSA_SCRIPT_NAME=bench.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,11p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 mode=bench
@@ -31,6 +33,7 @@ case "${1:-}" in
   --scale) mode=scale ;;
   --profile) mode=profile ;;
   --hotpath) mode=hotpath ;;
+  --reconcile) mode=reconcile ;;
   -h | --help) usage; exit 0 ;;
   *) usage; exit 2 ;;
 esac
@@ -75,5 +78,10 @@ if [[ "${mode}" == profile ]]; then
 fi
 
 cd "${REPO}"
+if [[ "${mode}" == reconcile ]]; then
+  # Not exec: the EXIT trap stops the control plane this script started.
+  "${PYTHON}" -m bench.reconcile --plane "${PLANE}" --pods "${IRSA_BENCH_PODS:-10000}"
+  exit 0
+fi
 "${PYTHON}" -m bench.run --plane "${PLANE}" --work "${WORK}" --mode "${mode}" "${quick[@]}" \
   --rate "${IRSA_BENCH_RATE:-500}" --sizes "${IRSA_BENCH_SIZES:-1000,10000,50000}"

@@ -89,11 +89,51 @@ class MutationSettings:
         return f"{self.annotation_prefix}/{name}"
 
 
+RECONCILE_MODES = ("off", "report", "restart")
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    """The reconciler of pods that missed their injection (``--reconcile*``); off by default."""
+
+    mode: str = "off"
+    """off, report (metric and Events) or restart (also roll Deployments, StatefulSets and
+    DaemonSets)."""
+    interval: float = 300.0
+    """Seconds between passes over the pods; also the least time between two restarts of one
+    owner."""
+    restarts_per_minute: float = 5.0
+    """At most this many owners are restarted per minute (a token bucket of that size)."""
+    hold_after_miss: float = 600.0
+    """No restarts while a pod created this recently, after this webhook turned ready, lacks its
+    injection: that means the API server is not reaching the webhook (it fails open), and a
+    restart would only recreate pods without credentials."""
+    lease_name: str = "irsa-webhook-reconciler"
+    """The Lease in ``--namespace`` that lets one replica act at a time."""
+    lease_duration: float = 15.0
+    """Seconds a Lease holder may go without renewing before another replica takes over."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in RECONCILE_MODES:
+            raise ConfigError(f"--reconcile {self.mode!r} must be off, report or restart")
+        if self.interval < 1:
+            raise ConfigError("--reconcile-interval must be at least 1s, like 5m")
+        if self.restarts_per_minute <= 0:
+            raise ConfigError("--reconcile-restarts-per-minute must be positive, like 5")
+        if self.hold_after_miss < 0:
+            raise ConfigError("--reconcile-hold-after-miss must not be negative")
+        if not self.lease_name:
+            raise ConfigError("--reconcile-lease-name must not be empty")
+        if self.lease_duration < 3:
+            raise ConfigError("--reconcile-lease-duration must be at least 3s")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     """Settings of ``irsa-webhook serve``: the mutation settings plus process wiring."""
 
     mutation: MutationSettings = field(default_factory=MutationSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     port: int = 443
     metrics_port: int = 9999
     bind_address: str = "0.0.0.0"  # noqa: S104 - a webhook in a pod must listen on its pod IP
@@ -130,7 +170,10 @@ class ServerSettings:
     max_header_bytes: int = 16 * 1024
     """Largest URL plus header names and values of a request; larger ones get HTTP 431."""
     max_connections: int = 1000
-    keep_alive_timeout: float = 75.0
+    keep_alive_timeout: float = 120.0
+    """Idle keep-alive connections are closed after this (seconds). Longer than the 90 s the API
+    server's webhook client keeps an idle connection: the client must be the one to close it, or
+    a POST it sends just as we close lands on a dead connection and fails the admission."""
     read_timeout: float = 10.0
     """A request's headers and body must arrive within this (seconds), else HTTP 408 and close.
 

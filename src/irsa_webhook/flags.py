@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from irsa_webhook.config import ConfigError, MutationSettings, ServerSettings
+from irsa_webhook.config import ConfigError, MutationSettings, ReconcileSettings, ServerSettings
 from irsa_webhook.identity import clamp_token_expiration
 from irsa_webhook.parsing import parse_bool, parse_duration, parse_int64
 
@@ -37,6 +38,13 @@ def _str(value: str) -> str:
 
 def _port(value: str) -> int:
     return int(parse_int64(value))
+
+
+def _finite(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -207,7 +215,7 @@ SERVER_FLAGS = (
         "--keep-alive-timeout",
         "keep_alive_timeout",
         parse_duration,
-        "idle keep-alive connections are closed after this",
+        "idle keep-alive connections are closed after this (keep it above the API server's 90s)",
     ),
     Flag(
         "--shutdown-delay",
@@ -256,6 +264,47 @@ SERVER_FLAGS = (
         "self_managed_ca_lifetime",
         parse_duration,
         "lifetime of the self-managed CA (renewed with a third left)",
+    ),
+)
+
+RECONCILE_FLAGS = (
+    Flag(
+        "--reconcile",
+        "mode",
+        _str,
+        "off, report (metric and Event per pod that missed its injection) or restart "
+        "(also roll its Deployment, StatefulSet or DaemonSet)",
+    ),
+    Flag(
+        "--reconcile-interval",
+        "interval",
+        parse_duration,
+        "time between reconcile passes, and between two restarts of one owner",
+    ),
+    Flag(
+        "--reconcile-restarts-per-minute",
+        "restarts_per_minute",
+        _finite,
+        "most owners restarted per minute",
+    ),
+    Flag(
+        "--reconcile-hold-after-miss",
+        "hold_after_miss",
+        parse_duration,
+        "no restarts while a pod this young, created while the webhook was ready, lacks "
+        "its injection (the API server fails open)",
+    ),
+    Flag(
+        "--reconcile-lease-name",
+        "lease_name",
+        _str,
+        "Lease in --namespace that lets one replica reconcile at a time",
+    ),
+    Flag(
+        "--reconcile-lease-duration",
+        "lease_duration",
+        parse_duration,
+        "how long the Lease holds without renewal",
     ),
 )
 
@@ -326,7 +375,7 @@ def mutation_settings(
             values["token_expiration"], "--token-expiration"
         )
         if clamped:
-            logger.warning(clamped)
+            logger.warning(clamped.message, extra={"reason": clamped.reason})
     return MutationSettings(**values)
 
 
@@ -335,4 +384,7 @@ def server_settings(
 ) -> ServerSettings:
     environ = os.environ if environ is None else environ
     values = collect(namespace, SERVER_FLAGS, environ)
-    return ServerSettings(mutation=mutation_settings(namespace, environ), **values)
+    reconcile = ReconcileSettings(**collect(namespace, RECONCILE_FLAGS, environ))
+    return ServerSettings(
+        mutation=mutation_settings(namespace, environ), reconcile=reconcile, **values
+    )

@@ -11,8 +11,10 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import ssl
+import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,9 @@ from irsa_webhook.identity import (
 from irsa_webhook.imds import partition_and_account
 from irsa_webhook.kubeapi import KubeApi
 from irsa_webhook.kubeconfig import Connection, load_connection
+from irsa_webhook.leader import LeaseElector
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.reconciler import Reconciler
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context
 
 if TYPE_CHECKING:
@@ -121,6 +125,8 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
         readiness_requires_sync=settings.readiness_requires_sync,
         enable_debugging_handlers=settings.enable_debugging_handlers,
     )
+    if settings.reconcile.mode != "off":
+        tasks.extend(_reconciler_tasks(settings, api, state, metrics))
     webhook = HttpServer(
         uvicorn_config(create_webhook_app(state), settings, settings.port, context)
     )
@@ -162,6 +168,39 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
     await api.aclose()
     logger.info("stopped")
     return exit_code
+
+
+def _reconciler_tasks(
+    settings: ServerSettings, api: KubeApi, state: WebhookState, metrics: Metrics
+) -> list[Awaitable[None]]:
+    """The Lease elector and the reconciler, which acts only while the elector holds the Lease."""
+    # The pod name (HOSTNAME) says which replica holds the Lease; the suffix keeps two
+    # processes with one name (a restarted container) from both believing they hold it.
+    identity = f"{os.environ.get('HOSTNAME') or 'irsa-webhook'}_{uuid.uuid4().hex[:8]}"
+    elector = LeaseElector(
+        api,
+        settings.namespace,
+        settings.reconcile.lease_name,
+        identity,
+        duration=settings.reconcile.lease_duration,
+        on_change=lambda leading: metrics.reconcile_leader.set(1 if leading else 0),
+    )
+    reconciler = Reconciler(
+        api,
+        settings.mutation,
+        settings.reconcile,
+        service_accounts=state.service_accounts,
+        config_map=state.config_map,
+        container_credentials=state.container_credentials,
+        elector=elector,
+        not_ready_reasons=state.not_ready_reasons,
+        metrics=metrics,
+    )
+    logger.info(
+        "reconciler on",
+        extra={"mode": settings.reconcile.mode, "interval": settings.reconcile.interval},
+    )
+    return [elector.run(), reconciler.run()]
 
 
 def _certificate_source(
