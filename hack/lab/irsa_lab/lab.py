@@ -48,7 +48,6 @@ from localnode.layout import HOST_IP, REPO
 BUCKET = "irsa-lab-oidc"
 ISSUER_PORT = 443
 REGION = "us-east-1"
-AUDIENCE = "sts.amazonaws.com"
 WEBHOOK_NAMESPACE = "irsa-lab"
 WEBHOOK_RELEASE = "irsa-lab"
 NAMESPACE_LABEL = "irsa-lab"
@@ -176,11 +175,17 @@ def down(lab: Lab) -> None:
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    """Run a step of the lab's set-up; its failure is a ``LabError`` carrying its stderr."""
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    """Run a step of the lab's set-up, its progress on our stderr; a failure is a ``LabError``
+    (what went wrong is in that progress, just above)."""
+    result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env, check=False)
     if result.returncode != 0:
-        raise LabError(f"{' '.join(argv[:3])} failed ({result.returncode}):\n{result.stderr}")
+        raise LabError(f"{Path(argv[0]).name} {argv[1]} failed ({result.returncode})")
     return result.stdout
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[lab] {message}\n")
+    sys.stderr.flush()
 
 
 def _control_plane(command: str, cluster: Path, *args: str, issuer: str | None = None) -> None:
@@ -192,8 +197,10 @@ def _control_plane(command: str, cluster: Path, *args: str, issuer: str | None =
 
 def _start_node(lab: Lab) -> None:
     if lab.owns_node:
+        _say(f"the node, its API server's issuer {lab.issuer}")
         _control_plane("start", lab.cluster, "--node", issuer=lab.issuer)
     elif read_env(lab.cluster / "env").get("SA_ISSUER") != lab.issuer:
+        _say(f"the node's API server restarted with the issuer {lab.issuer}")
         _switch_issuer(lab, lab.issuer)
 
 
@@ -279,6 +286,7 @@ def _daemon(
     """Start ``name`` unless it runs, then wait until ``probe`` answers at all."""
     pidfile = lab.pidfile(name)
     if procs.running(pidfile, lab.marker) is None:
+        _say(f"{name}: {probe.split('?')[0]} (log {lab.log(name)})")
         env = {**os.environ, "PYTHONPATH": LAB_PATH}
         # python ignores an -X option it does not know; this one names the lab on the command
         # line, so that down (procs.running) finds exactly this lab's daemons.
@@ -330,6 +338,7 @@ def _write_env(lab: Lab, cluster: dict[str, str], ports: dict[str, int]) -> None
 
 
 def _install_webhook(lab: Lab, cluster: dict[str, str]) -> None:
+    _say(f"the webhook: helm upgrade --install {WEBHOOK_RELEASE} charts/irsa-webhook --wait")
     _run(
         [
             cluster["HELM"], "upgrade", "--install", WEBHOOK_RELEASE,
