@@ -8,7 +8,10 @@ lab's issuer for the session and given its own back at the end; the lab's webhoo
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,12 +29,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def lab(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(node_cluster: NodeCluster) -> Iterator[Lab]:
     """The lab, up: DIR/env and DIR/pod-aws-env.json written, the webhook ready."""
-    running = Lab(tmp_path_factory.mktemp("lab"), node_cluster.directory)
+    # Not under pytest's basetemp, which any other pytest run on the host may prune while the
+    # lab's daemons still log there (as the node's directory).
+    running = Lab(Path(tempfile.mkdtemp(prefix="irsa-lab-")), node_cluster.directory)
     try:
         up(running)
         yield running
     finally:
         down(running)
         assert procs.pids_with(running.marker) == [], "the lab left processes behind"
+        shutil.rmtree(running.dir)
