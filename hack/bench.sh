@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The webhook against the floor of its own stack (issue 5; figures in bench/RESULTS.md).
+# The webhook against the floor of its own stack (figures in bench/RESULTS.md).
 #
 # Usage:
 #   hack/bench.sh            side by side (5 rounds) + end-to-end pod creates; RESULT line last

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import host, images, netns
 from .layout import Layout
-from .node import Node, NodeError, k8s_version
+from .node import HostLock, Node, NodeError, k8s_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("packages", help="apt-get install the node's Debian packages if missing")
     commands.add_parser("images", help="build the node's images if missing; print their tars")
     commands.add_parser("snapshot", help="print the host state the node must leave unchanged")
+    wait_free = commands.add_parser("wait-free", help="wait until no node runs on this host")
+    wait_free.add_argument("seconds", type=float)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "images":
             for image in images.all_images(k8s_version()):
                 print(f"{image.name} {image.tar}")
+        elif args.command == "wait-free":
+            HostLock(None, args.seconds).close()
         elif args.command == "snapshot":
             print(json.dumps(asdict(host.snapshot()), indent=1))
     except (NodeError, RuntimeError) as error:

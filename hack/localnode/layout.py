@@ -72,6 +72,17 @@ class Layout:
         return self.dir / "chart-values.yaml"
 
     @property
+    def containerd_root(self) -> Path:
+        """containerd's content store and snapshots: in the cache, shared by the node of every
+        cluster directory (one at a time), so the images are unpacked once, not at each start."""
+        return cache_dir() / "node" / "containerd"
+
+    @property
+    def imported(self) -> Path:
+        """The image tars containerd_root already holds."""
+        return cache_dir() / "node" / "imported"
+
+    @property
     def containerd_socket(self) -> Path:
         return self.node / "containerd.sock"
 

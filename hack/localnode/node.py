@@ -185,21 +185,34 @@ class HostLock:
     """One node per host: an flock on the cache's node.lock, handed to the namespace holder,
     which keeps it for the node's life."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None, wait: float = 0) -> None:
+        """WAIT: seconds to wait for another directory's node to stop (IRSA_NODE_WAIT; tests
+        on a machine shared by several checkouts take turns). DIRECTORY None only waits."""
         path = host_lock_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = Path(path).read_text().strip() or "another cluster directory"
-            os.close(self.fd)
-            raise NodeError(
-                f"a node already runs on this host (cluster {owner}); only one can, as the "
-                f"kubelet uses host-wide paths. Stop it first: hack/control-plane.sh stop {owner}"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{directory}\n".encode(), 0)
+        expired = _deadline(wait)
+        said = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                owner = lock_owner() or "another cluster directory"
+                if expired():
+                    os.close(self.fd)
+                    raise NodeError(
+                        f"a node already runs on this host (cluster {owner}); only one can, as"
+                        " the kubelet uses host-wide paths. Stop it first: hack/control-plane.sh"
+                        f" stop {owner}"
+                    ) from None
+                if not said:
+                    log.step("waiting up to %d s for the node of %s to stop", wait, owner)
+                    said = True
+                time.sleep(1)
+        if directory is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{directory}\n".encode(), 0)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -272,7 +285,7 @@ class Node:
             self._start_control_plane(refresh_only=True)
             self._write_outputs()
             return
-        lock = HostLock(layout.dir)
+        lock = HostLock(layout.dir, float(os.environ.get("IRSA_NODE_WAIT", "0")))
         try:
             self.down(quiet=True)
             log.step("binaries (hack/build-testenv.sh, hack/tools.sh)")
@@ -461,10 +474,15 @@ class Node:
         )
 
     def _import_images(self, node_images: list[images.Image]) -> None:
-        record = self.layout.path("imported")
+        record = self.layout.imported
+        record.parent.mkdir(parents=True, exist_ok=True)
         done = set(record.read_text().split()) if record.exists() else set()
+        listed = subprocess.run(
+            self._ctr("images", "ls", "-q"), capture_output=True, text=True, check=False
+        )
+        present = set(listed.stdout.split())
         for image in node_images:
-            if image.tar.name in done:
+            if image.tar.name in done and image.name in present:
                 continue
             log.step("importing %s", image.name)
             result = subprocess.run(
@@ -553,6 +571,7 @@ class Node:
         procs.stop(layout.pidfile("kube-proxy"), self.marker)
         if ours:
             self._kill_pods()
+            self._forget_containers()
         procs.stop(layout.pidfile("containerd"), self.marker)
         for shim in procs.pids_with(str(layout.containerd_socket)):
             procs.signal_pid(shim, signal.SIGKILL)
@@ -568,6 +587,22 @@ class Node:
             remove_pod_cgroups()
         layout.env.unlink(missing_ok=True)
         (layout.node / netns.READY_FILE).unlink(missing_ok=True)
+
+    def _forget_containers(self) -> None:
+        """Delete this run's containers (and their snapshots) from the shared containerd root,
+        keeping only the images for the next start."""
+        if self.daemon("containerd") is None:
+            return
+        listed = subprocess.run(
+            self._ctr("containers", "ls", "-q"), capture_output=True, text=True, check=False
+        )
+        for container in listed.stdout.split():
+            subprocess.run(
+                self._ctr("tasks", "rm", "-f", container), capture_output=True, check=False
+            )
+            subprocess.run(
+                self._ctr("containers", "rm", container), capture_output=True, check=False
+            )
 
     def _kill_pods(self) -> None:
         """SIGKILL every container process (they live in the kubepods cgroups) and wait."""

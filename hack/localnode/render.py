@@ -37,7 +37,7 @@ NODE_NAMESPACE_SYSCTLS = {
 
 def containerd_config(layout: Layout) -> str:
     state = layout.path("containerd-state")
-    root = layout.path("containerd")
+    root = layout.containerd_root
     return f"""version = 2
 root = "{root}"
 state = "{state}"

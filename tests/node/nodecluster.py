@@ -162,6 +162,7 @@ class Release:
     cluster: NodeCluster
     name: str
     namespace: str
+    selector_label: str = WEBHOOK_SELECTOR_LABEL
 
     @property
     def deployment(self) -> str:
@@ -172,7 +173,7 @@ class Release:
             "-f",
             str(self.cluster.chart_values),
             "--set-string",
-            f"mutatingWebhook.namespaceSelector.matchLabels.{WEBHOOK_SELECTOR_LABEL}=enabled",
+            f"mutatingWebhook.namespaceSelector.matchLabels.{self.selector_label}=enabled",
             *extra,
         ]
 
@@ -209,14 +210,16 @@ class Release:
         helm(self.cluster, "uninstall", self.name, "-n", self.namespace, "--wait")
 
 
-def webhook_namespace(cluster: NodeCluster, prefix: str) -> str:
-    """A fresh namespace whose pods the node's webhook release mutates."""
+def webhook_namespace(
+    cluster: NodeCluster, prefix: str, label: str = WEBHOOK_SELECTOR_LABEL
+) -> str:
+    """A fresh namespace whose pods the node's webhook release (or the one of LABEL) mutates."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cluster.apply(
         {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": name, "labels": {WEBHOOK_SELECTOR_LABEL: "enabled"}},
+            "metadata": {"name": name, "labels": {label: "enabled"}},
         }
     )
     # The controller-manager gives each namespace its default ServiceAccount a moment later.

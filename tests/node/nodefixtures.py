@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,29 @@ def node_cluster() -> Iterator[NodeCluster]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the node tests, but: {reason}")
         pytest.skip(f"no node on this machine: {reason}")
+    # On a machine shared by several checkouts, another one's node may run: wait for it to
+    # stop, so that the host is seen without any node.
+    wait = os.environ.get("IRSA_NODE_WAIT", "1200")
+    free = subprocess.run(
+        [sys.executable, "-m", "localnode", "wait-free", wait],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
+    )
+    if free.returncode != 0:
+        pytest.fail(free.stderr.strip())
     before = host_snapshot()
     # Not under pytest's basetemp: every pytest run on the host prunes old basetemps, and this
     # directory must outlive the runs of others while the node uses it.
     directory = Path(tempfile.mkdtemp(prefix="irsa-node-"))
     script = str(REPO / "hack" / "control-plane.sh")
+    env = {**os.environ, "IRSA_NODE_WAIT": wait}
     started = subprocess.run(
-        [script, "start", str(directory), "--node"], capture_output=True, text=True, timeout=3600
+        [script, "start", str(directory), "--node"],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=env,
     )
     try:
         if started.returncode != 0:

@@ -4,6 +4,7 @@ way in-cluster clients do, and the API server reaching a webhook through its Ser
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def test_a_second_node_on_the_same_host_is_refused_and_the_first_keeps_running(
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "IRSA_NODE_WAIT": "0"},
     )
     assert second.returncode == 1
     assert f"a node already runs on this host (cluster {node_cluster.directory}" in second.stderr
