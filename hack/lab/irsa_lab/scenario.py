@@ -222,16 +222,35 @@ class Scenario:
 
 
 def run(lab: Lab) -> PodRun:
-    """The whole scenario on a lab that is up, in a namespace of its own."""
+    """The whole scenario on a lab that is up, in a namespace of its own; each step is said on
+    stderr as the command a user would type."""
     scenario = Scenario.of(lab)
     namespace = f"lab-demo-{uuid.uuid4().hex[:6]}"
+    bucket = scenario.env["LAB_BUCKET"]
+    _say(f"irsa-webhook oidc publish --bucket {bucket} --issuer {scenario.issuer} --from-cluster")
     scenario.publish()
+    _say(f"irsa-webhook iam create-provider --issuer {scenario.issuer}")
     scenario.create_provider()
+    _say(f"s3://{DATA_BUCKET}/{DATA_KEY} put into the lab's S3")
     scenario.put_greeting()
     scenario.namespace(namespace)
     scenario.service_account(namespace, "s3-reader")
+    _say(
+        f"irsa-webhook iam bind --namespace {namespace} --service-account s3-reader "
+        f"--role-name lab-s3-reader --inline-policy <s3:GetObject on s3://{DATA_BUCKET}/{DATA_KEY}>"
+    )
     scenario.bind(namespace, "s3-reader", "lab-s3-reader")
+    _say(
+        f"a pod of {scenario.env['LAB_IMAGE']} as {namespace}/s3-reader, env "
+        f"{', '.join(entry['name'] for entry in json.loads(lab.pod_env.read_text()))} only, "
+        'runs boto3.client("s3").get_object(...); it prints:'
+    )
     return scenario.read_greeting(namespace, "s3-reader")
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[scenario] {message}\n")
+    sys.stderr.flush()
 
 
 def main(directory: str) -> int:
