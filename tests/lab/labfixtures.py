@@ -1,9 +1,10 @@
 """The lab as a pytest fixture (a plugin, loaded by pyproject's addopts, so any test directory
-can ask for ``lab``): ``hack/lab.sh up`` on the session's node, once per session.
+can ask for ``lab``): ``hack/lab.sh up`` on the session's node, once per test module.
 
 It shares the session's ``node_cluster`` (one node per host): its API server is switched to the
-lab's issuer for the session and given its own back at the end; the lab's webhook (release
-``irsa-lab``) serves only namespaces labelled ``irsa-lab=enabled``. See docs/lab.md.
+lab's issuer for the module and given its own back at the module's end, so the node tests that
+follow see the issuer they were started with; the lab's webhook (release ``irsa-lab``) serves
+only namespaces labelled ``irsa-lab=enabled``. See docs/lab.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(node_cluster: NodeCluster) -> Iterator[Lab]:
     """The lab, up: DIR/env and DIR/pod-aws-env.json written, the webhook ready."""
     # Not under pytest's basetemp, which any other pytest run on the host may prune while the
