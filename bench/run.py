@@ -106,7 +106,7 @@ class Server:
                         return time.perf_counter() - self.started
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.05)
+                time.sleep(0.01)
         raise RuntimeError(f"{self.name} never became ready")
 
     @property
@@ -616,11 +616,54 @@ def profile(plane: Path, work: Path, seconds: float) -> None:
     print(out.read_text())
 
 
+def startup(plane: Path, work: Path, rounds: int) -> dict[str, float]:
+    """Process start to /readyz 200 (the webhook: cache synced with 1,000 ServiceAccounts) and
+    RSS idle 1 s later, webhook and floor started alternately, ``rounds`` times each; medians.
+
+    The floor for these two is ``bench.floor``: uvicorn + FastAPI and the webhook's TLS and
+    server settings, importing nothing else, answering /readyz as soon as it listens.
+    """
+    ensure_service_accounts(read_env(plane / "env"), 1000)
+    pki = Pki(work)
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"startup_s": [], "rss_mb": []} for name in ("webhook", "floor")
+    }
+    for round_ in range(rounds):
+        order = ["webhook", "floor"] if round_ % 2 == 0 else ["floor", "webhook"]
+        for name in order:
+            server = (
+                start_webhook(plane, pki, work, tag="webhook-startup")
+                if name == "webhook"
+                else start_floor(pki, work)
+            )
+            try:
+                time.sleep(1.0)
+                runs[name]["startup_s"].append(server.ready_after)
+                runs[name]["rss_mb"].append(rss_mb(server.pid))
+            finally:
+                server.stop()
+    figures = {
+        f"{key}{'' if name == 'webhook' else '_floor'}": statistics.median(values)
+        for name, columns in runs.items()
+        for key, values in columns.items()
+    }
+    print(f"\nstart-up and idle memory ({rounds} starts each, alternating; medians)")
+    for name, columns in runs.items():
+        starts = ", ".join(f"{value:.2f}" for value in columns["startup_s"])
+        rss = ", ".join(f"{value:.1f}" for value in columns["rss_mb"])
+        print(f"  {name:<8} ready after s: {starts}; RSS MB: {rss}")
+    print(
+        f"  webhook/floor: start-up {figures['startup_s'] / figures['startup_s_floor']:.2f}x, "
+        f"RSS {figures['rss_mb'] / figures['rss_mb_floor']:.2f}x"
+    )
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--plane", required=True, type=Path, help="hack/control-plane.sh DIR")
     parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--mode", choices=("bench", "scale", "profile"), default="bench")
+    parser.add_argument("--mode", choices=("bench", "scale", "profile", "startup"), default="bench")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--sizes", default="1000,10000,50000")
@@ -631,12 +674,21 @@ def main() -> int:
     if args.mode == "scale":
         scale(args.plane, args.work, [int(s) for s in args.sizes.split(",")], args.rate)
         return 0
+    started = startup(args.plane, args.work, 3 if args.quick else 5)
+    if args.mode == "startup":
+        return 0
     webhook, pki, ratio, p99, rps = side_by_side(args.plane, args.work, args.quick, args.rate)
     try:
         end_to_end(args.plane, webhook, pki, args.work, 50 if args.quick else 300)
     finally:
         webhook.stop()
-    print(f"RESULT throughput_ratio={ratio:.3f} p99_ms={p99:.2f} rps={rps:.0f}")
+    print(
+        f"RESULT throughput_ratio={ratio:.3f} p99_ms={p99:.2f} rps={rps:.0f} "
+        f"startup_s={started['startup_s']:.2f} startup_floor_s={started['startup_s_floor']:.2f} "
+        f"startup_ratio={started['startup_s'] / started['startup_s_floor']:.2f} "
+        f"rss_mb={started['rss_mb']:.1f} rss_floor_mb={started['rss_mb_floor']:.1f} "
+        f"rss_ratio={started['rss_mb'] / started['rss_mb_floor']:.2f}"
+    )
     return 0
 
 
