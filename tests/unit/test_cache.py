@@ -11,7 +11,12 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from irsa_webhook.cache import ConfigMapSource, ListWatchApi, ServiceAccountCache
+from irsa_webhook.cache import (
+    LIST_PAGE_SIZE,
+    ConfigMapSource,
+    ListWatchApi,
+    ServiceAccountCache,
+)
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.identity import EMPTY_CONFIG_MAP, ServiceAccountEntry
 from irsa_webhook.kubeapi import ApiError
@@ -207,8 +212,8 @@ def test_the_first_list_reads_every_page_before_the_cache_is_synced() -> None:
         assert entry.role_arn == ROLE
         assert cache.get("b", "two") is not None
         assert api.list_calls == [
-            {"path": SA_LIST, "limit": "500"},
-            {"path": SA_LIST, "limit": "500", "continue": "next-page"},
+            {"path": SA_LIST, "limit": str(LIST_PAGE_SIZE)},
+            {"path": SA_LIST, "limit": str(LIST_PAGE_SIZE), "continue": "next-page"},
         ]
         await until(lambda: len(api.watch_calls) == 1)
         assert api.watch_calls[0] == {
@@ -682,7 +687,7 @@ def test_config_map_entries_follow_its_creation_update_deletion_and_recreation()
         assert api.list_calls[0] == {
             "path": CM_LIST,
             "fieldSelector": "metadata.name=pod-identity-webhook",
-            "limit": "500",
+            "limit": str(LIST_PAGE_SIZE),
         }
         await until(lambda: len(api.watch_calls) == 1)
         assert api.watch_calls[0]["fieldSelector"] == "metadata.name=pod-identity-webhook"
