@@ -4,7 +4,7 @@
 # Usage:
 #   hack/bench.sh            side by side (5 rounds) + end-to-end pod creates; RESULT line last
 #   hack/bench.sh --quick    the same, 3 short rounds and 50 pods: about 90 s
-#   hack/bench.sh --startup  only start-up to ready and RSS idle, webhook vs floor
+#   hack/bench.sh --startup  only start-up to ready and RSS idle, webhook vs floor, RSS by layer
 #   hack/bench.sh --scale    1k/10k/50k ServiceAccounts: first sync, RSS, lookup, watch burst
 #   hack/bench.sh --profile  the webhook under pyinstrument (a scratch venv) at saturation
 #   hack/bench.sh --hotpath  in-process: where a request's CPU goes (bench/hotpath.py), no plane
@@ -86,3 +86,6 @@ fi
 cd "${REPO}"
 "${PYTHON}" -m bench.run --plane "${PLANE}" --work "${WORK}" --mode "${mode}" "${quick[@]}" \
   --rate "${IRSA_BENCH_RATE:-500}" --sizes "${IRSA_BENCH_SIZES:-1000,10000,50000}"
+if [[ "${mode}" == startup ]]; then
+  "${PYTHON}" -m bench.memory
+fi

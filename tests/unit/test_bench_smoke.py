@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.floor import create_floor_app  # noqa: E402
 from bench.loadgen import response_length  # noqa: E402
+from bench.memory import rss_mb  # noqa: E402
 from bench.reviews import review  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
@@ -125,3 +126,7 @@ def test_the_hot_path_breakdown_runs_and_prints_every_row() -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 8, result.stdout
     assert lines[-1].startswith("  => decide ")
+
+
+def test_the_memory_breakdown_reads_a_fresh_interpreters_rss() -> None:
+    assert 1 < rss_mb(["json"], repeat=1) < rss_mb(["json", "asyncio", "ssl"], repeat=1)
