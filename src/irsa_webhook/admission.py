@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from irsa_webhook.patch import Operation
+from irsa_webhook.reasons import AdmissionWarning
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 MAX_WARNING_LENGTH = 120
@@ -171,7 +172,7 @@ def _affinity_problem(affinity: Any) -> str | None:
 def encode_response(
     request: ReviewRequest,
     patch: Sequence[Operation] = (),
-    warnings: Sequence[str] = (),
+    warnings: Sequence[AdmissionWarning] = (),
 ) -> bytes:
     """An allowing AdmissionReview response, with the patch when there is one."""
     response: dict[str, Any] = {"uid": request.uid, "allowed": True}
@@ -179,7 +180,7 @@ def encode_response(
         response["patch"] = base64.b64encode(orjson.dumps(patch)).decode("ascii")
         response["patchType"] = "JSONPatch"
     if warnings:
-        response["warnings"] = [_one_line(warning) for warning in warnings]
+        response["warnings"] = [_one_line(warning.message) for warning in warnings]
     review: dict[str, Any] = {}
     if request.api_version is not None:
         review["apiVersion"] = request.api_version

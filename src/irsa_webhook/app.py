@@ -29,8 +29,9 @@ from irsa_webhook.admission import (
     encode_response,
     error_body,
 )
+from irsa_webhook.cache import LookupSkipped
 from irsa_webhook.config import MutationSettings
-from irsa_webhook.decision import Decision, Sources, decide, warning_reason
+from irsa_webhook.decision import Decision, Sources, decide
 from irsa_webhook.identity import (
     ConfigMapMappings,
     ContainerCredentialsConfig,
@@ -49,7 +50,9 @@ class ServiceAccountLookup(Protocol):
 
     def get(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
 
-    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
+    async def lookup(self, namespace: str, name: str) -> ServiceAccountEntry | None:
+        """The entry after a live GET; raises ``LookupSkipped`` when none may be made now."""
+        ...
 
     def snapshot(self) -> dict[str, ServiceAccountEntry]:
         """Called from a worker thread (the debug dump): must not iterate what the loop changes."""
@@ -185,16 +188,24 @@ async def _mutate(request: Request, state: WebhookState) -> Response:
     decision = Decision("not-a-pod-create")
     if review.pod is not None:
         entry = state.service_accounts.get(review.namespace, review.service_account)
+        skipped = None
         if entry is None:
-            entry = await state.service_accounts.lookup(review.namespace, review.service_account)
+            try:
+                entry = await state.service_accounts.lookup(
+                    review.namespace, review.service_account
+                )
+            except LookupSkipped as exc:
+                skipped = exc.warning
         sources = Sources(entry, state.config_map.current, state.container_credentials.current)
         decision = decide(review, sources, state.settings, state.random_int)
+        if skipped is not None:
+            decision.warnings.append(skipped)
         _log_decision(review, decision, started)
     body = encode_response(review, decision.patch, decision.warnings)
     state.metrics.observe_decision(
         decision.outcome,
         decision.identity.mode.value if decision.identity else None,
-        [warning_reason(warning) for warning in decision.warnings],
+        [warning.reason for warning in decision.warnings],
         time.perf_counter() - started,
     )
     return _json(200, body)
@@ -224,7 +235,7 @@ def _log_decision(review: ReviewRequest, decision: Decision, started: float) -> 
             "outcome": decision.outcome,
             "mutated": ",".join(decision.mutated),
             "skipped": ",".join(decision.skipped),
-            "warnings": len(decision.warnings),
+            "warnings": ",".join(warning.reason for warning in decision.warnings),
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         },
     )

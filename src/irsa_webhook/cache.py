@@ -8,7 +8,10 @@ seen when the stream ends, and a relist when the server says that version is gon
 
 Unlike the reference (``aws-pod-identity-webhook.md`` §4), a cache miss triggers a live GET that
 every concurrent miss for that key shares and that a later miss retries once it has finished, and
-deleting the ConfigMap removes its entries.
+deleting the ConfigMap removes its entries. As in the reference, live GETs are rate limited (10 a
+second, bursts of 20), and at most 20 run at once: any pod may name a ServiceAccount that does
+not exist, so without a bound a flood of such pods would become a flood of GETs. A miss past
+either limit is answered at once as a miss, with a warning (``LookupSkipped``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.reasons import AdmissionWarning, Reason
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,12 @@ low, and what the peak leaves behind is most of the idle RSS above the cache its
 BACKOFF_START = 0.1
 BACKOFF_CAP = 30.0
 LOOKUP_FAILURE_LOG_INTERVAL = 10.0
+LOOKUP_RATE = 10.0
+"""Live GETs per second, sustained (the reference's limiter)."""
+LOOKUP_BURST = 20
+"""Live GETs that may start at once after a quiet spell (the reference's burst)."""
+MAX_LOOKUPS_IN_FLIGHT = 20
+"""Live GETs running at once: with a slow API server the rate alone would let them pile up."""
 
 Key = tuple[str, str]
 """(namespace, name). The namespace string is interned: 50k ServiceAccounts share a few hundred."""
@@ -62,6 +72,58 @@ class ListWatchApi(Protocol):
     def stream(
         self, path: str, params: Mapping[str, str] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]: ...
+
+
+class LookupSkipped(Exception):
+    """A cache miss got no live GET because the lookups are at their rate or in-flight limit.
+
+    ``warning`` is the admission warning to return: the pod is decided as if the
+    ServiceAccount were missing, and its creator should know why.
+    """
+
+    def __init__(self, warning: AdmissionWarning) -> None:
+        super().__init__(warning.message)
+        self.warning = warning
+
+
+class _TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; a GET takes one or is not made."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class _LogLimiter:
+    """One log line per interval for a condition that, once it starts, hits every request."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._quiet_until = float("-inf")
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """The number of lines not logged since the last one, or None: do not log this one."""
+        now = self._clock()
+        if now < self._quiet_until:
+            self._suppressed += 1
+            return None
+        suppressed, self._suppressed = self._suppressed, 0
+        self._quiet_until = now + self._interval
+        return suppressed
 
 
 class _Inactive(Exception):
@@ -298,7 +360,7 @@ class ServiceAccountCache:
 
     An entry exists for every ServiceAccount, annotated or not, so "in the cache" means "exists";
     unannotated ones share one entry object. ``get`` is the O(1) hot path; ``lookup`` adds the
-    live GET on a miss, bounded by the grace period (SPEC 3.4).
+    live GET on a miss, bounded by the grace period, a rate and a number in flight.
     """
 
     def __init__(
@@ -313,14 +375,18 @@ class ServiceAccountCache:
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
         clock: Callable[[], float] = time.monotonic,
+        lookup_rate: float = LOOKUP_RATE,
+        lookup_burst: int = LOOKUP_BURST,
+        max_lookups_in_flight: int = MAX_LOOKUPS_IN_FLIGHT,
     ) -> None:
         self.synced = False
         self._api = api
         self._settings = settings
         self._grace_period = grace_period
-        self._clock = clock
-        self._quiet_until = float("-inf")
-        self._suppressed_failures = 0
+        self._failure_log = _LogLimiter(LOOKUP_FAILURE_LOG_INTERVAL, clock)
+        self._skip_log = _LogLimiter(LOOKUP_FAILURE_LOG_INTERVAL, clock)
+        self._bucket = _TokenBucket(lookup_rate, lookup_burst, clock)
+        self._max_in_flight = max_lookups_in_flight
         self._metrics = metrics
         self._fetches: dict[Key, asyncio.Task[tuple[str, ServiceAccountEntry | None]]] = {}
         self._reflector: Reflector[ServiceAccountEntry] = Reflector(
@@ -344,6 +410,7 @@ class ServiceAccountCache:
 
         Concurrent misses for one key wait on one GET. A GET that outlives the grace period
         keeps running and stores what it finds; once it has finished, the next miss asks again.
+        Raises ``LookupSkipped`` when a GET is needed but the limits allow none now.
         """
         key = (namespace, name)
         entry = self._reflector.items.get(key)
@@ -351,6 +418,10 @@ class ServiceAccountCache:
             return entry
         fetch = self._fetches.get(key)
         if fetch is None:
+            if len(self._fetches) >= self._max_in_flight:
+                self._skip(namespace, name, "in-flight-limit")
+            if not self._bucket.take():
+                self._skip(namespace, name, "rate-limited")
             fetch = asyncio.create_task(self._fetch(key))
             self._fetches[key] = fetch
             fetch.add_done_callback(lambda done: self._forget(key, done))
@@ -388,12 +459,35 @@ class ServiceAccountCache:
             self._metrics.cache_size.labels("serviceaccounts").set(len(self._reflector.items))
             self._metrics.used.set(1)
 
+    def _skip(self, namespace: str, name: str, limit: str) -> None:
+        """Count, log (once per interval) and raise ``LookupSkipped`` for this miss."""
+        if self._metrics is not None:
+            self._metrics.live_lookups.labels(limit).inc()
+        suppressed = self._skip_log.allow()
+        if suppressed is not None:
+            logger.warning(
+                "live ServiceAccount lookup skipped: lookups are at their limit",
+                extra={
+                    "namespace": namespace,
+                    "service_account": name,
+                    "reason": Reason.LIVE_LOOKUP_SKIPPED.value,
+                    "limit": limit,
+                    "similar_skips_not_logged": suppressed,
+                },
+            )
+        raise LookupSkipped(
+            AdmissionWarning(
+                Reason.LIVE_LOOKUP_SKIPPED,
+                f"ServiceAccount {name[:40]!r} is not cached yet and live lookups are at their "
+                "limit; its annotations were not read",
+            )
+        )
+
     def _warn_lookup_failed(self, namespace: str, name: str, exc: ApiError) -> None:
         """One warning per interval: while the API server is down every miss fails the same way,
         and a line per admission request would bury everything else in the log."""
-        now = self._clock()
-        if now < self._quiet_until:
-            self._suppressed_failures += 1
+        suppressed = self._failure_log.allow()
+        if suppressed is None:
             return
         logger.warning(
             "live ServiceAccount lookup failed",
@@ -403,11 +497,9 @@ class ServiceAccountCache:
                 "status": exc.status,
                 "reason": exc.reason,
                 "detail": exc.message,
-                "similar_failures_not_logged": self._suppressed_failures,
+                "similar_failures_not_logged": suppressed,
             },
         )
-        self._suppressed_failures = 0
-        self._quiet_until = now + LOOKUP_FAILURE_LOG_INTERVAL
 
     def _forget(self, key: Key, fetch: asyncio.Task[Any]) -> None:
         if self._fetches.get(key) is fetch:

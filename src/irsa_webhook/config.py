@@ -130,7 +130,10 @@ class ServerSettings:
     max_header_bytes: int = 16 * 1024
     """Largest URL plus header names and values of a request; larger ones get HTTP 431."""
     max_connections: int = 1000
-    keep_alive_timeout: float = 75.0
+    keep_alive_timeout: float = 120.0
+    """Idle keep-alive connections are closed after this (seconds). Longer than the 90 s the API
+    server's webhook client keeps an idle connection: the client must be the one to close it, or
+    a POST it sends just as we close lands on a dead connection and fails the admission."""
     read_timeout: float = 10.0
     """A request's headers and body must arrive within this (seconds), else HTTP 408 and close.
 

@@ -19,6 +19,7 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.mutation import RandomInt, mutate_pod
 from irsa_webhook.patch import Operation
+from irsa_webhook.reasons import AdmissionWarning
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,7 @@ class Decision:
     outcome: str
     """mutated, unchanged, not-annotated, missing-service-account or not-a-pod-create."""
     patch: list[Operation] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[AdmissionWarning] = field(default_factory=list)
     identity: Identity | None = None
     mutated: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -72,24 +73,3 @@ def decide(
         mutated=result.mutated,
         skipped=result.skipped,
     )
-
-
-_REASONS = (
-    ("did you mean", "near-miss-annotation"),
-    ("is read from the pod", "near-miss-annotation"),
-    ("not a role ARN", "role-arn"),
-    ("token-expiration", "token-expiration"),
-    ("TokenExpiration", "token-expiration"),
-    ("skip-containers", "skip-containers"),
-    ("itself; the webhook", "user-set-env"),
-    ("is reserved", "reserved-volume"),
-    ("sts-regional-endpoints", "sts-regional-endpoints"),
-)
-
-
-def warning_reason(warning: str) -> str:
-    """A short label for the warnings metric."""
-    for needle, reason in _REASONS:
-        if needle in warning:
-            return reason
-    return "other"

@@ -207,7 +207,7 @@ SERVER_FLAGS = (
         "--keep-alive-timeout",
         "keep_alive_timeout",
         parse_duration,
-        "idle keep-alive connections are closed after this",
+        "idle keep-alive connections are closed after this (keep it above the API server's 90s)",
     ),
     Flag(
         "--shutdown-delay",
@@ -326,7 +326,7 @@ def mutation_settings(
             values["token_expiration"], "--token-expiration"
         )
         if clamped:
-            logger.warning(clamped)
+            logger.warning(clamped.message, extra={"reason": clamped.reason})
     return MutationSettings(**values)
 
 

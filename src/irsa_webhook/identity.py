@@ -25,6 +25,7 @@ from irsa_webhook.config import (
     MutationSettings,
 )
 from irsa_webhook.parsing import parse_bool, parse_int64
+from irsa_webhook.reasons import AdmissionWarning, Reason
 
 ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-z0-9-]*:iam::\d{12}:role/[A-Za-z0-9_\-/.@+=,]+")
 
@@ -43,15 +44,17 @@ class Mode(Enum):
     CONTAINER_CREDENTIALS = "container_credentials"
 
 
-def clamp_token_expiration(seconds: int, source: str) -> tuple[int, str | None]:
+def clamp_token_expiration(seconds: int, source: str) -> tuple[int, AdmissionWarning | None]:
     """Clamp to the API server's valid range, saying so when the value changed."""
     if seconds < MIN_TOKEN_EXPIRATION:
-        return MIN_TOKEN_EXPIRATION, (
-            f"{source} {seconds} is below the minimum; using {MIN_TOKEN_EXPIRATION} seconds"
+        return MIN_TOKEN_EXPIRATION, AdmissionWarning(
+            Reason.TOKEN_EXPIRATION_BELOW_MINIMUM,
+            f"{source} {seconds} is below the minimum; using {MIN_TOKEN_EXPIRATION} seconds",
         )
     if seconds > MAX_TOKEN_EXPIRATION:
-        return MAX_TOKEN_EXPIRATION, (
-            f"{source} {seconds} is above the maximum; using {MAX_TOKEN_EXPIRATION} seconds"
+        return MAX_TOKEN_EXPIRATION, AdmissionWarning(
+            Reason.TOKEN_EXPIRATION_ABOVE_MAXIMUM,
+            f"{source} {seconds} is above the maximum; using {MAX_TOKEN_EXPIRATION} seconds",
         )
     return seconds, None
 
@@ -64,7 +67,7 @@ class ServiceAccountEntry:
     audience: str
     regional_sts: bool
     token_expiration: int
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[AdmissionWarning, ...] = ()
     """Problems in the annotations, returned as admission warnings for pods that use it."""
 
 
@@ -73,7 +76,7 @@ def parse_service_account(
 ) -> ServiceAccountEntry:
     """Turn a ServiceAccount's annotations into an entry (precedence: annotation > flag)."""
     annotations = annotations or {}
-    warnings: list[str] = []
+    warnings: list[AdmissionWarning] = []
     prefix = settings.annotation_prefix
 
     role_arn = annotations.get(settings.annotation(ROLE_ARN), "")
@@ -81,7 +84,10 @@ def parse_service_account(
         role_arn = f"arn:{settings.aws_partition}:iam::{settings.aws_account_id}:role/{role_arn}"
     if role_arn and not ROLE_ARN_PATTERN.fullmatch(role_arn):
         warnings.append(
-            f"{prefix}/{ROLE_ARN} {_short(role_arn, 40)} is not an IAM role ARN; used as given"
+            AdmissionWarning(
+                Reason.ROLE_ARN_NOT_AN_ARN,
+                f"{prefix}/{ROLE_ARN} {_short(role_arn, 40)} is not an IAM role ARN; used as given",
+            )
         )
 
     audience = annotations.get(settings.annotation(AUDIENCE), settings.token_audience)
@@ -93,8 +99,11 @@ def parse_service_account(
             regional_sts = parse_bool(raw_sts)
         except ValueError:
             warnings.append(
-                f"{prefix}/{STS_REGIONAL_ENDPOINTS} {_short(raw_sts)} is not true or false; "
-                f"using {str(regional_sts).lower()}"
+                AdmissionWarning(
+                    Reason.STS_REGIONAL_ENDPOINTS_NOT_A_BOOLEAN,
+                    f"{prefix}/{STS_REGIONAL_ENDPOINTS} {_short(raw_sts)} is not true or false; "
+                    f"using {str(regional_sts).lower()}",
+                )
             )
 
     token_expiration = settings.token_expiration
@@ -106,8 +115,11 @@ def parse_service_account(
             )
         except ValueError:
             warnings.append(
-                f"{prefix}/{TOKEN_EXPIRATION} {_short(raw_expiration)} is not a number of "
-                f"seconds; using {token_expiration}"
+                AdmissionWarning(
+                    Reason.TOKEN_EXPIRATION_NOT_A_NUMBER,
+                    f"{prefix}/{TOKEN_EXPIRATION} {_short(raw_expiration)} is not a number of "
+                    f"seconds; using {token_expiration}",
+                )
             )
         else:
             if clamped:
@@ -147,9 +159,11 @@ def _normalise(name: str) -> str:
 _KNOWN_NAMES = {_normalise(name): name for name in _SERVICE_ACCOUNT_KEYS}
 
 
-def near_miss_annotations(annotations: Mapping[str, str], settings: MutationSettings) -> list[str]:
+def near_miss_annotations(
+    annotations: Mapping[str, str], settings: MutationSettings
+) -> list[AdmissionWarning]:
     """Annotations that look like ours but are not, such as ``eks.amazon.com/role-arn``."""
-    found: list[str] = []
+    found: list[AdmissionWarning] = []
     prefix = settings.annotation_prefix
     for key in annotations:
         key_prefix, slash, name = key.partition("/")
@@ -157,7 +171,11 @@ def near_miss_annotations(annotations: Mapping[str, str], settings: MutationSett
             continue
         if key_prefix == prefix and name == SKIP_CONTAINERS:
             found.append(
-                f"{key} is read from the pod, not the ServiceAccount; move it to the pod template"
+                AdmissionWarning(
+                    Reason.MISPLACED_ANNOTATION,
+                    f"{key} is read from the pod, not the ServiceAccount; "
+                    "move it to the pod template",
+                )
             )
             continue
         intended = _KNOWN_NAMES.get(_normalise(name))
@@ -170,7 +188,12 @@ def near_miss_annotations(annotations: Mapping[str, str], settings: MutationSett
             difflib.SequenceMatcher(None, key_prefix.lower(), prefix.lower()).ratio() >= 0.75
         )
         if similar_prefix and key != f"{prefix}/{intended}":
-            found.append(f"annotation {_short(key)} is ignored; did you mean {prefix}/{intended}?")
+            found.append(
+                AdmissionWarning(
+                    Reason.NEAR_MISS_ANNOTATION,
+                    f"annotation {_short(key)} is ignored; did you mean {prefix}/{intended}?",
+                )
+            )
     return found
 
 
@@ -299,9 +322,11 @@ def _config_map_entry(
     elif isinstance(expiration, bool) or not isinstance(expiration, int):
         return None, f"ConfigMap entry {key!r} skipped: TokenExpiration must be whole seconds"
     else:
-        expiration, problem = clamp_token_expiration(
+        expiration, clamped = clamp_token_expiration(
             expiration, f"ConfigMap entry {key!r} TokenExpiration"
         )
+        # Logged when the ConfigMap is read, not returned to pods: the text is enough there.
+        problem = clamped.message if clamped else None
     return ConfigMapEntry(role_arn, audience, regional_sts, expiration), problem
 
 
@@ -356,7 +381,7 @@ class Identity:
     token_expiration: int
     source: str
     """Where it came from, for the decision log: service-account, config-map, ..."""
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[AdmissionWarning, ...] = ()
 
 
 def resolve_identity(

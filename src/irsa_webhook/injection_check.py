@@ -83,7 +83,7 @@ def check_injection(
         identity=decision.identity,
         injected_before=injected_before,
         skipped=tuple(decision.skipped),
-        warnings=tuple(decision.warnings),
+        warnings=tuple(warning.message for warning in decision.warnings),
         patch=tuple(decision.patch),
     )
     if decision.identity is None:

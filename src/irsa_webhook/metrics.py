@@ -93,7 +93,7 @@ class Metrics:
         )
         self.warnings = Counter(
             "irsa_webhook_warnings",
-            "Admission warnings returned, by reason",
+            "Admission warnings returned, by reason code (stable, see irsa_webhook.reasons)",
             ["reason"],
             registry=registry,
         )
@@ -121,7 +121,8 @@ class Metrics:
         )
         self.live_lookups = Counter(
             "irsa_webhook_service_account_live_lookups",
-            "Cache misses that waited for a live GET of the ServiceAccount, by result",
+            "Cache misses and their live GET of the ServiceAccount, by result (rate-limited and "
+            "in-flight-limit: no GET was made)",
             ["result"],
             registry=registry,
         )

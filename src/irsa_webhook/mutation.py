@@ -33,6 +33,7 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.parsing import parse_csv_record, parse_int64
 from irsa_webhook.patch import Operation, escape
+from irsa_webhook.reasons import AdmissionWarning, Reason
 
 Pod = dict[str, Any]
 _MISSING: Any = object()
@@ -73,7 +74,7 @@ class Credentials:
 class MutationResult:
     patch: list[Operation] = field(default_factory=list)
     """RFC 6902 operations that turn the input pod into the mutated one."""
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[AdmissionWarning] = field(default_factory=list)
     mutated: list[str] = field(default_factory=list)
     """Names of containers (init first) that received something."""
     skipped: list[str] = field(default_factory=list)
@@ -194,7 +195,7 @@ def _credentials(
     spec: Mapping[str, Any],
     settings: MutationSettings,
     random_int: RandomInt,
-    warnings: list[str],
+    warnings: list[AdmissionWarning],
 ) -> Credentials:
     # Token expiration precedence: pod annotation > ServiceAccount annotation > ConfigMap > flag.
     expiration = identity.token_expiration
@@ -204,7 +205,12 @@ def _credentials(
         try:
             expiration, clamped = clamp_token_expiration(parse_int64(str(raw)), f"pod {key}")
         except ValueError:
-            warnings.append(f"pod {key} {str(raw)[:40]!r} is not whole seconds; using {expiration}")
+            warnings.append(
+                AdmissionWarning(
+                    Reason.TOKEN_EXPIRATION_NOT_A_NUMBER,
+                    f"pod {key} {str(raw)[:40]!r} is not whole seconds; using {expiration}",
+                )
+            )
         else:
             if clamped:
                 warnings.append(clamped)
@@ -289,7 +295,7 @@ def _skip_set(
     annotations: Mapping[str, Any],
     spec: Mapping[str, Any],
     settings: MutationSettings,
-    warnings: list[str],
+    warnings: list[AdmissionWarning],
 ) -> frozenset[str]:
     key = settings.annotation(SKIP_CONTAINERS)
     raw = annotations.get(key)
@@ -298,7 +304,9 @@ def _skip_set(
     try:
         names = frozenset(name for name in parse_csv_record(str(raw)) if name)
     except ValueError as exc:
-        warnings.append(f"pod {key} ignored: {exc}")
+        warnings.append(
+            AdmissionWarning(Reason.SKIP_CONTAINERS_MALFORMED, f"pod {key} ignored: {exc}")
+        )
         return frozenset()
     present = {
         container.get("name")
@@ -306,19 +314,27 @@ def _skip_set(
         for container in spec.get(list_name) or []
     }
     for name in sorted(names - present):
-        warnings.append(f"pod {key} names {name[:40]!r}, which matches no container")
+        warnings.append(
+            AdmissionWarning(
+                Reason.SKIP_CONTAINERS_NO_SUCH_CONTAINER,
+                f"pod {key} names {name[:40]!r}, which matches no container",
+            )
+        )
     return names
 
 
 def _has_token_volume(
-    spec: Mapping[str, Any], credentials: Credentials, warnings: list[str]
+    spec: Mapping[str, Any], credentials: Credentials, warnings: list[AdmissionWarning]
 ) -> bool:
     for volume in spec.get("volumes") or []:
         if volume.get("name") == credentials.volume_name:
             if not _is_token_volume(volume):
                 warnings.append(
-                    f"volume {credentials.volume_name[:40]!r} has the token's reserved name but "
-                    "is no projected token; SDKs read the wrong file"
+                    AdmissionWarning(
+                        Reason.RESERVED_VOLUME_NAME,
+                        f"volume {credentials.volume_name[:40]!r} has the token's reserved name "
+                        "but is no projected token; SDKs read the wrong file",
+                    )
                 )
             return True
     return False
@@ -380,7 +396,7 @@ def _container_operations(
     path: str,
     credentials: Credentials,
     injection: _Injection,
-    warnings: list[str],
+    warnings: list[AdmissionWarning],
     patch: list[Operation],
 ) -> bool:
     """Add this container's operations to ``patch``; False when it needs none."""
@@ -394,8 +410,11 @@ def _container_operations(
     if credentials_defined and not _is_ours(present, credentials):
         set_names = " and ".join(name for name in injection.credential_names if name in present)
         warnings.append(
-            f"container {container.get('name', '')!r} sets {set_names} itself; "
-            "the webhook injected no credentials into it"
+            AdmissionWarning(
+                Reason.USER_SET_CREDENTIALS,
+                f"container {container.get('name', '')!r} sets {set_names} itself; "
+                "the webhook injected no credentials into it",
+            )
         )
     # The reference leaves a container completely alone (no mount either) in this case.
     if credentials_defined and region_defined and sts_defined:

@@ -8,6 +8,7 @@ import re
 import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -317,3 +318,74 @@ def test_the_api_server_itself_accepts_token_lifetimes_from_600_to_2_to_the_32(
     assert (result.returncode == 0) is accepted, result.stderr
     if not accepted:
         assert "expirationSeconds" in result.stderr
+
+
+API_SERVER_IDLE_CONNECTION_TIMEOUT = 90.0
+"""How long the API server's webhook client keeps an idle connection (Go's transport default)."""
+IDLE = 82.0
+"""Longer than the webhook's old 75 s keep-alive, shorter than the API server's 90 s."""
+
+
+def connections_to(port: int) -> set[int]:
+    """Client ports of the established TCP connections to ``port`` on loopback (/proc/net/tcp)."""
+    peers = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            peers.add(int(remote.split(":")[1], 16))
+    return peers
+
+
+def admission_calls(plane: ControlPlane, name: str) -> dict[str, float]:
+    """The API server's calls to webhook ``name``: by ``code``/``rejected``, and its rejections."""
+    with plane.client() as client:
+        text = client.get("/metrics").text
+    calls: dict[str, float] = {}
+    for line in text.splitlines():
+        if f'name="{name}"' not in line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series.startswith("apiserver_admission_webhook_request_total{"):
+            code = re.search(r'code="(\d+)"', series)
+            rejected = re.search(r'rejected="(\w+)"', series)
+            assert code is not None, series
+            assert rejected is not None, series
+            key = f"code={code.group(1)},rejected={rejected.group(1)}"
+            calls[key] = calls.get(key, 0.0) + float(value)
+        elif series.startswith(
+            (
+                "apiserver_admission_webhook_rejection_count{",
+                "apiserver_admission_webhook_fail_open_count{",
+            )
+        ):
+            key = series.split("{", 1)[0]
+            calls[key] = calls.get(key, 0.0) + float(value)
+    return calls
+
+
+@pytest.mark.slow
+@pytest.mark.idle_connection
+@pytest.mark.timeout(240)
+def test_the_api_server_reuses_a_connection_idle_for_longer_than_75_seconds_without_a_failure(
+    control_plane: ControlPlane, namespace: str, webhook: Webhook
+) -> None:
+    assert IDLE < API_SERVER_IDLE_CONNECTION_TIMEOUT
+    port = int(webhook.url.rsplit(":", 1)[1])
+    ours = "irsa.e2e.irsa-webhook.dev"
+    control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    create(control_plane, pod(namespace, "before-idle", "s3"))
+    before = connections_to(port)
+    assert before, "the API server keeps its connection to the webhook open"
+    calls_before = admission_calls(control_plane, ours)
+
+    time.sleep(IDLE)  # the idle time is what this test is about, not a margin
+    stored, _ = create(control_plane, pod(namespace, "after-idle", "s3"))
+
+    assert env_of(stored["spec"]["containers"][0])["AWS_ROLE_ARN"] == ROLE
+    after = connections_to(port)
+    assert after & before, f"no connection survived {IDLE:.0f} s idle: {before} then {after}"
+    assert after <= before, f"the API server had to open a new connection: {after - before}"
+    calls = admission_calls(control_plane, ours)
+    added = {key: calls[key] - calls_before.get(key, 0.0) for key in calls}
+    assert {key: value for key, value in added.items() if value} == {"code=200,rejected=false": 1}

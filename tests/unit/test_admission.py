@@ -14,6 +14,7 @@ from irsa_webhook.admission import (
     decode_review,
     encode_response,
 )
+from irsa_webhook.reasons import AdmissionWarning, Reason
 
 UID = "0d6a3c6e-5d1b-4d5e-9f3a-6f7c1f0b2a11"
 POD: dict[str, Any] = {
@@ -319,7 +320,9 @@ def test_warnings_are_sent_as_single_lines_of_at_most_120_characters(
 ) -> None:
     request = decode_review(review())
 
-    response = orjson.loads(encode_response(request, [], [warning, "second"]))["response"]
+    response = orjson.loads(
+        encode_response(request, [], [as_warning(warning), as_warning("second")])
+    )["response"]
 
     assert response["warnings"] == [sent, "second"]
     assert all(len(line) <= 120 and "\n" not in line for line in response["warnings"])
@@ -328,10 +331,14 @@ def test_warnings_are_sent_as_single_lines_of_at_most_120_characters(
 def test_a_review_request_can_be_answered_without_a_pod() -> None:
     request = ReviewRequest("admission.k8s.io/v1beta1", "AdmissionReview", UID, "blog", None)
 
-    answer = orjson.loads(encode_response(request, [], ["note"]))
+    answer = orjson.loads(encode_response(request, [], [as_warning("note")]))
 
     assert answer == {
         "apiVersion": "admission.k8s.io/v1beta1",
         "kind": "AdmissionReview",
         "response": {"uid": UID, "allowed": True, "warnings": ["note"]},
     }
+
+
+def as_warning(message: str) -> AdmissionWarning:
+    return AdmissionWarning(Reason.NEAR_MISS_ANNOTATION, message)

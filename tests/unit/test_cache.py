@@ -15,12 +15,14 @@ from irsa_webhook.cache import (
     LIST_PAGE_SIZE,
     ConfigMapSource,
     ListWatchApi,
+    LookupSkipped,
     ServiceAccountCache,
 )
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.identity import EMPTY_CONFIG_MAP, ServiceAccountEntry
 from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.reasons import Reason
 
 pytestmark = pytest.mark.timeout(5)
 
@@ -617,6 +619,77 @@ def test_while_the_api_server_is_down_failed_lookups_warn_once_per_interval(
         assert await cache.lookup("a", "late") is None
         assert failures() == [0, 4]
         assert len(api.get_calls) == 6, "every miss still asked: only the logging is limited"
+
+    caplog.set_level(logging.WARNING, logger="irsa_webhook.cache")
+    run(scenario)
+
+
+def test_distinct_misses_past_the_burst_get_no_get_until_the_bucket_refills() -> None:
+    api = FakeApi()
+    metrics = Metrics()
+    now = [100.0]
+    cache = new_cache(api, metrics, clock=lambda: now[0], lookup_rate=10, lookup_burst=20)
+
+    async def scenario() -> None:
+        for index in range(20):
+            assert await cache.lookup("a", f"missing-{index}") is None
+        for index in range(20, 25):
+            with pytest.raises(LookupSkipped) as skipped:
+                await cache.lookup("a", f"missing-{index}")
+            assert skipped.value.warning.reason is Reason.LIVE_LOOKUP_SKIPPED
+        assert len(api.get_calls) == 20
+        assert live_lookups(metrics, "rate-limited") == 5
+        now[0] += 0.35  # three and a half tokens at ten a second
+        for index in range(25, 28):
+            assert await cache.lookup("a", f"missing-{index}") is None
+        with pytest.raises(LookupSkipped):
+            await cache.lookup("a", "missing-28")
+        assert len(api.get_calls) == 23
+
+    run(scenario)
+
+
+def test_misses_past_the_in_flight_limit_are_skipped_while_gets_hang() -> None:
+    api = FakeApi()
+    api.get_delay = 10.0
+    metrics = Metrics()
+    cache = new_cache(api, metrics, grace_period=0.01, max_lookups_in_flight=3)
+
+    async def scenario() -> None:
+        for index in range(3):
+            assert await cache.lookup("a", f"slow-{index}") is None
+        with pytest.raises(LookupSkipped) as skipped:
+            await cache.lookup("a", "slow-3")
+        assert "live lookups are at their limit" in skipped.value.warning.message
+        assert len(skipped.value.warning.message) < 120
+        # A miss for a key already in flight joins it: no new GET, so no limit applies.
+        assert await cache.lookup("a", "slow-0") is None
+        assert len(api.get_calls) == 3
+        assert live_lookups(metrics, "in-flight-limit") == 1
+        assert live_lookups(metrics, "timeout") == 4
+
+    run(scenario)
+
+
+def test_skipped_lookups_warn_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    cache = new_cache(FakeApi(), clock=lambda: now[0], lookup_burst=0, lookup_rate=0)
+
+    def skips() -> list[int]:
+        return [
+            record.__dict__["similar_skips_not_logged"]
+            for record in caplog.records
+            if record.getMessage().startswith("live ServiceAccount lookup skipped")
+        ]
+
+    async def scenario() -> None:
+        for index in range(4):
+            with pytest.raises(LookupSkipped):
+                await cache.lookup("a", f"missing-{index}")
+        now[0] += 10.0
+        with pytest.raises(LookupSkipped):
+            await cache.lookup("a", "missing-4")
+        assert skips() == [0, 3]
 
     caplog.set_level(logging.WARNING, logger="irsa_webhook.cache")
     run(scenario)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -22,12 +23,19 @@ from irsa_webhook.identity import (
     parse_service_account,
     resolve_identity,
 )
+from irsa_webhook.reasons import AdmissionWarning, Reason
 
 DEFAULTS = MutationSettings()
 FLAGS = MutationSettings(
     token_audience="sts.corp.example", sts_regional_endpoint=True, token_expiration=5400
 )
 ROLE = "arn:aws:iam::123456789012:role/reader"
+
+
+def texts(warnings: Iterable[AdmissionWarning]) -> tuple[str, ...]:
+    return tuple(warning.message for warning in warnings)
+
+
 PREFIX = "eks.amazonaws.com"
 
 
@@ -111,7 +119,7 @@ def test_an_unparseable_sts_annotation_keeps_the_flag_and_warns(sts_value: str, 
     )
 
     assert entry.regional_sts is flag
-    assert entry.warnings == (
+    assert texts(entry.warnings) == (
         f"{PREFIX}/sts-regional-endpoints {sts_value!r} is not true or false; "
         f"using {str(flag).lower()}",
     )
@@ -150,7 +158,7 @@ def test_service_account_token_expiration_is_parsed_and_clamped(
     entry = parse_service_account(sa_annotations(role_arn=ROLE, token_expiration=value), FLAGS)
 
     assert entry.token_expiration == expected
-    assert entry.warnings == (() if warning is None else (warning,))
+    assert texts(entry.warnings) == (() if warning is None else (warning,))
 
 
 @pytest.mark.parametrize(
@@ -183,7 +191,7 @@ def test_a_role_arn_not_in_arn_form_is_used_as_given_with_a_warning(role_arn: st
 
     assert entry.role_arn == role_arn
     assert len(entry.warnings) == 1
-    assert "is not an IAM role ARN" in entry.warnings[0]
+    assert "is not an IAM role ARN" in entry.warnings[0].message
 
 
 def test_the_warning_for_a_long_bad_role_arn_fits_in_120_characters() -> None:
@@ -192,7 +200,7 @@ def test_the_warning_for_a_long_bad_role_arn_fits_in_120_characters() -> None:
     entry = parse_service_account(sa_annotations(role_arn=bad_arn), DEFAULTS)
 
     assert entry.role_arn == bad_arn
-    assert len(entry.warnings[0]) < 120
+    assert len(entry.warnings[0].message) < 120
 
 
 COMPOSE = MutationSettings(
@@ -254,13 +262,13 @@ def test_a_custom_prefix_reads_only_its_own_annotations() -> None:
     ],
 )
 def test_an_annotation_that_looks_like_ours_is_reported(key: str, meant: str) -> None:
-    assert near_miss_annotations({key: "x"}, DEFAULTS) == [
+    assert list(texts(near_miss_annotations({key: "x"}, DEFAULTS))) == [
         f"annotation {key!r} is ignored; did you mean {PREFIX}/{meant}?"
     ]
 
 
 def test_skip_containers_on_a_service_account_is_reported() -> None:
-    assert near_miss_annotations({f"{PREFIX}/skip-containers": "a"}, DEFAULTS) == [
+    assert list(texts(near_miss_annotations({f"{PREFIX}/skip-containers": "a"}, DEFAULTS))) == [
         f"{PREFIX}/skip-containers is read from the pod, not the ServiceAccount; "
         "move it to the pod template"
     ]
@@ -293,7 +301,7 @@ def test_near_misses_follow_the_configured_prefix() -> None:
     settings = MutationSettings(annotation_prefix="iam.corp.example")
 
     assert near_miss_annotations({"iam.corp.example/role-arn": ROLE}, settings) == []
-    assert near_miss_annotations({"iam.corp.example/rolearn": ROLE}, settings) == [
+    assert list(texts(near_miss_annotations({"iam.corp.example/rolearn": ROLE}, settings))) == [
         "annotation 'iam.corp.example/rolearn' is ignored; did you mean iam.corp.example/role-arn?"
     ]
 
@@ -302,7 +310,7 @@ def test_near_misses_reach_the_entry_even_without_a_role() -> None:
     entry = parse_service_account({"eks.amazon.com/role-arn": ROLE}, DEFAULTS)
 
     assert entry.role_arn == ""
-    assert entry.warnings == (
+    assert texts(entry.warnings) == (
         f"annotation 'eks.amazon.com/role-arn' is ignored; did you mean {PREFIX}/role-arn?",
     )
 
@@ -611,7 +619,8 @@ CM, _ = parse_config_map(
     ).decode(),
     DEFAULTS,
 )
-ANNOTATED = ServiceAccountEntry("sa-role", "sa-aud", False, 3600, ("a warning",))
+A_WARNING = AdmissionWarning(Reason.ROLE_ARN_NOT_AN_ARN, "a warning")
+ANNOTATED = ServiceAccountEntry("sa-role", "sa-aud", False, 3600, (A_WARNING,))
 UNANNOTATED = ServiceAccountEntry("", "sts.amazonaws.com", True, 1800)
 CC = ContainerCredentialsConfig(frozenset({("ns", "sa"), ("other", "sa")}))
 NO_CC = ContainerCredentialsConfig()
@@ -725,4 +734,4 @@ def test_service_account_warnings_travel_with_the_identity(cc: ContainerCredenti
     identity = resolve_identity("ns", "sa", ANNOTATED, EMPTY_CM, cc, DEFAULTS)
 
     assert identity is not None
-    assert identity.warnings == ("a warning",)
+    assert identity.warnings == (A_WARNING,)

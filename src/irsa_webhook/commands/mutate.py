@@ -187,7 +187,7 @@ def run_mutate(arguments: argparse.Namespace, stdin: TextIO, stdout: TextIO, std
     )
     decision = decide(request, sources, settings, random.SystemRandom().randint)
     for warning in decision.warnings:
-        print(f"warning: {warning}", file=stderr)
+        print(f"warning: {warning.message}", file=stderr)
     if arguments.output == "patch":
         output: Any = decision.patch
     elif arguments.output == "review":
