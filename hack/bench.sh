@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The webhook against the floor of its own stack (issue 5; figures in bench/RESULTS.md).
+# The webhook against the floor of its own stack (figures in bench/RESULTS.md).
 #
 # Usage:
 #   hack/bench.sh            side by side (5 rounds) + end-to-end pod creates; RESULT line last
@@ -8,12 +8,14 @@
 #   hack/bench.sh --scale    1k/10k/50k ServiceAccounts: first sync, RSS, lookup, watch burst
 #   hack/bench.sh --profile  the webhook under pyinstrument (a scratch venv) at saturation
 #   hack/bench.sh --hotpath  in-process: where a request's CPU goes (bench/hotpath.py), no plane
+#   hack/bench.sh --reconcile  reconcile passes over 10k pods: API server requests and duration
 #
 # Installs what it needs, as the tests do (hack/bootstrap.sh; the control plane builds on first use).
 # Starts a throw-away control plane (hack/control-plane.sh) in a temporary DIR, or
 # uses IRSA_BENCH_PLANE=DIR when set (kept running; SAs created there stay).
 # Environment: IRSA_BENCH_RATE (fixed rate, default 500/s),
-# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000), IRSA_BENCH_WEBHOOK_ARGS
+# IRSA_BENCH_SIZES (scale sizes, default 1000,10000,50000), IRSA_BENCH_PODS (--reconcile,
+# default 10000), IRSA_BENCH_WEBHOOK_ARGS
 # (extra `irsa-webhook serve` flags, for experiments).
 set -euo pipefail
 
@@ -34,6 +36,7 @@ case "${1:-}" in
   --startup) mode=startup ;;
   --profile) mode=profile ;;
   --hotpath) mode=hotpath ;;
+  --reconcile) mode=reconcile ;;
   -h | --help) usage; exit 0 ;;
   *) usage; exit 2 ;;
 esac
@@ -84,6 +87,11 @@ if [[ "${mode}" == profile ]]; then
 fi
 
 cd "${REPO}"
+if [[ "${mode}" == reconcile ]]; then
+  # Not exec: the EXIT trap stops the control plane this script started.
+  "${PYTHON}" -m bench.reconcile --plane "${PLANE}" --pods "${IRSA_BENCH_PODS:-10000}"
+  exit 0
+fi
 "${PYTHON}" -m bench.run --plane "${PLANE}" --work "${WORK}" --mode "${mode}" "${quick[@]}" \
   --rate "${IRSA_BENCH_RATE:-500}" --sizes "${IRSA_BENCH_SIZES:-1000,10000,50000}"
 if [[ "${mode}" == startup ]]; then

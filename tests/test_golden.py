@@ -5,7 +5,7 @@ Each ``tests/cases/*.yaml`` file is one case:
 .. code-block:: yaml
 
     description: one sentence saying what a user would notice
-    covers: "reference 8.2 #5" or "SPEC 3.7"     # where the expected behaviour is written down
+    covers: "reference 8.2 #5" or "difference 7"  # where the expected behaviour is written down
     args: ["--aws-default-region=us-west-2"]      # optional: flags of `irsa-webhook mutate`
     serviceAccounts: [{apiVersion: v1, kind: ServiceAccount, metadata: {...}}]   # optional
     configMap: {apiVersion: v1, kind: ConfigMap, data: {config: '{...json...}'}}  # optional
@@ -17,11 +17,14 @@ Each ``tests/cases/*.yaml`` file is one case:
       warnings: [...]     # optional: every "warning: " line on stderr, in order (default none)
 
 In ``expected.pod`` the string ``"<jitter>"`` stands for an integer in [79200, 86400], the
-container-credentials jitter of a one-day token (SPEC 3.5).
+container-credentials jitter of a one-day token (difference 5).
+
+``covers`` names a section of docs/reference.md ("reference 8.2 #5": the reference's fixture case
+5) or an entry of the README's differences from the reference ("difference 7").
 
 For every case the command runs twice, in-process: ``--output pod`` must print the expected pod,
 and ``--output patch`` must be a minimal JSON Patch that turns the input into that same pod
-(SPEC 3.1). The patch text itself is never compared.
+(difference 1). The patch text itself is never compared.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The AdmissionReview envelope: bytes in, a request we can act on, bytes out.
 
 ``admission.k8s.io/v1`` and ``v1beta1`` share one shape; we answer in the version received and
-echo the request's TypeMeta (the reference's fix for issue #225). A body that is not an
-AdmissionReview is an ``EnvelopeError`` (HTTP 400, SPEC 3.2) so the webhook's ``failurePolicy``
-decides; the webhook itself never denies a pod.
+echo the request's TypeMeta (the reference's fix for its issue #225, docs/reference.md 9.1). A
+body that is not an AdmissionReview is an ``EnvelopeError`` (HTTP 400, difference 2 in the README)
+so the webhook's ``failurePolicy`` decides; the webhook itself never denies a pod.
 """
 
 from __future__ import annotations

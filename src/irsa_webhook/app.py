@@ -2,8 +2,8 @@
 the debug dump, when enabled) on the plain-HTTP metrics port.
 
 The hot path reads the raw body and answers with orjson bytes; no request models, no
-middleware, no work that does not depend on the request (SPEC, issue 5). Errors in the envelope
-are HTTP errors with a JSON body; the webhook never denies a pod.
+middleware, no work that does not depend on the request (bench/RESULTS.md has the figures).
+Errors in the envelope are HTTP errors with a JSON body; the webhook never denies a pod.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ JSON = "application/json"
 
 
 class ServiceAccountLookup(Protocol):
-    synced: bool
+    @property
+    def synced(self) -> bool: ...
 
     def get(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
 
@@ -59,7 +60,8 @@ class ServiceAccountLookup(Protocol):
 
 
 class ConfigMapProvider(Protocol):
-    synced: bool
+    @property
+    def synced(self) -> bool: ...
 
     @property
     def current(self) -> ConfigMapMappings: ...
@@ -92,6 +94,8 @@ class WebhookState:
     random_int: RandomInt = field(default_factory=lambda: random.SystemRandom().randint)
     draining: bool = False
     """Set on SIGTERM: /readyz fails so endpoints drop us while in-flight requests finish."""
+    failures: list[str] = field(default_factory=list)
+    """Why the process is broken beyond repair (a background task ended): /healthz fails."""
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []
@@ -132,6 +136,8 @@ def create_webhook_app(state: WebhookState) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        if state.failures:
+            return _json(503, orjson.dumps({"status": "failed", "reasons": state.failures}))
         return _json(200, b'{"status":"ok"}')
 
     @app.get("/readyz")

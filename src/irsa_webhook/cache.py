@@ -1,12 +1,12 @@
 """In-memory copies of the ServiceAccounts and the ``pod-identity-webhook`` ConfigMap.
 
 Admission must not wait on the API server, so both are kept in step by list-then-watch (the
-algorithm kopf uses, ``shared/reference/control-plane.md`` §5): a paginated LIST swapped in
+algorithm kopf uses): a paginated LIST swapped in
 whole, then a WATCH from the list's resourceVersion with bookmarks, resumed from the last version
 seen when the stream ends, and a relist when the server says that version is gone (410). One
 ``Reflector`` runs that loop for both kinds of object.
 
-Unlike the reference (``aws-pod-identity-webhook.md`` §4), a cache miss triggers a live GET that
+Unlike the reference (docs/reference.md section 4), a cache miss triggers a live GET that
 every concurrent miss for that key shares and that a later miss retries once it has finished, and
 deleting the ConfigMap removes its entries. As in the reference, live GETs are rate limited (10 a
 second, bursts of 20), and at most 20 run at once: any pod may name a ServiceAccount that does
@@ -151,7 +151,8 @@ class Reflector(Generic[T]):
 
     ``parse`` turns each object into what is kept (never the raw object: memory matters at 50k
     ServiceAccounts). ``on_change`` runs after every list and every applied event. ``run`` loops
-    until cancelled; it never raises otherwise.
+    until cancelled; it never raises otherwise. ``synced`` is true once a list has completed and
+    for as long as the server has been heard from within ``out_of_touch_limit`` (0: forever).
     """
 
     def __init__(
@@ -168,12 +169,17 @@ class Reflector(Generic[T]):
         on_change: Callable[[], None] | None = None,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        out_of_touch_limit: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.items: dict[Key, T] = {}
         """Replaced by a new dict on every list, so readers never see half a list."""
         self.resource_version = ""
         """The newest version seen, from a list, an object or a bookmark; the watch resumes here."""
-        self.synced = False
+        self._listed = False
+        self._heard_at = float("-inf")
+        self._out_of_touch_limit = out_of_touch_limit
+        self._clock = clock
         self._api = api
         self._path = path
         self._parse = parse
@@ -190,6 +196,15 @@ class Reflector(Generic[T]):
         self._synced_event = asyncio.Event()
         self._must_list = True
         self._expired_since_last_event = False
+
+    @property
+    def synced(self) -> bool:
+        """Listed, and not out of touch: a watch that has heard nothing (no event, no bookmark,
+        no clean end) for longer than the limit may have missed changes we would serve."""
+        if not self._listed:
+            return False
+        limit = self._out_of_touch_limit
+        return limit <= 0 or self._clock() - self._heard_at <= limit
 
     async def wait_synced(self) -> None:
         await self._synced_event.wait()
@@ -265,7 +280,7 @@ class Reflector(Generic[T]):
         self.items = items
         self.resource_version = str(metadata.get("resourceVersion") or "")
         self._must_list = False
-        self.synced = True
+        self._listed = True
         self._synced_event.set()
         self._heard_from_server()
         if self._metrics is not None:
@@ -307,6 +322,8 @@ class Reflector(Generic[T]):
                     async with deadline:
                         event = await anext(stream)
                 except StopAsyncIteration:
+                    # A watch the server ends at its timeout is contact too.
+                    self._heard_from_server()
                     return
                 except TimeoutError:
                     if deadline.expired():
@@ -321,7 +338,8 @@ class Reflector(Generic[T]):
 
     def _heard_from_server(self) -> None:
         """Bookmarks arrive about once a minute on a healthy watch, so an old timestamp here
-        means the cache is out of touch: it keeps serving what it has (readiness stays up)."""
+        means the cache is out of touch; past ``out_of_touch_limit``, ``synced`` turns false."""
+        self._heard_at = self._clock()
         if self._last_contact is not None:
             self._last_contact.set(time.time())
 
@@ -360,7 +378,8 @@ class ServiceAccountCache:
 
     An entry exists for every ServiceAccount, annotated or not, so "in the cache" means "exists";
     unannotated ones share one entry object. ``get`` is the O(1) hot path; ``lookup`` adds the
-    live GET on a miss, bounded by the grace period, a rate and a number in flight.
+    live GET on a miss, bounded by the grace period, a rate and a number in flight (difference 4
+    in the README).
     """
 
     def __init__(
@@ -378,8 +397,8 @@ class ServiceAccountCache:
         lookup_rate: float = LOOKUP_RATE,
         lookup_burst: int = LOOKUP_BURST,
         max_lookups_in_flight: int = MAX_LOOKUPS_IN_FLIGHT,
+        out_of_touch_limit: float = 0.0,
     ) -> None:
-        self.synced = False
         self._api = api
         self._settings = settings
         self._grace_period = grace_period
@@ -400,7 +419,13 @@ class ServiceAccountCache:
             on_change=self._changed,
             sleep=sleep,
             random=random,
+            out_of_touch_limit=out_of_touch_limit,
+            clock=clock,
         )
+
+    @property
+    def synced(self) -> bool:
+        return self._reflector.synced
 
     def get(self, namespace: str, name: str) -> ServiceAccountEntry | None:
         return self._reflector.items.get((namespace, name))
@@ -454,7 +479,6 @@ class ServiceAccountCache:
         return parse_service_account(annotations, self._settings)
 
     def _changed(self) -> None:
-        self.synced = self._reflector.synced
         if self._metrics is not None:
             self._metrics.cache_size.labels("serviceaccounts").set(len(self._reflector.items))
             self._metrics.used.set(1)
@@ -537,7 +561,7 @@ class ServiceAccountCache:
 
 
 class ConfigMapSource:
-    """The ``pod-identity-webhook`` ConfigMap in one namespace, parsed (SPEC 3.6).
+    """The ``pod-identity-webhook`` ConfigMap in one namespace, parsed (difference 6 in the README).
 
     Absent or deleted means no entries (the reference kept deleted entries until restart). A
     document that is not JSON is logged and the previous mappings stay; skipped entries are
@@ -555,9 +579,10 @@ class ConfigMapSource:
         metrics: Metrics | None = None,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        out_of_touch_limit: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.current: ConfigMapMappings = EMPTY_CONFIG_MAP
-        self.synced = False
         self._settings = settings
         self._namespace = namespace
         self._metrics = metrics
@@ -574,7 +599,13 @@ class ConfigMapSource:
             on_change=self._changed,
             sleep=sleep,
             random=random,
+            out_of_touch_limit=out_of_touch_limit,
+            clock=clock,
         )
+
+    @property
+    def synced(self) -> bool:
+        return self._reflector.synced
 
     async def wait_synced(self) -> None:
         await self._reflector.wait_synced()
@@ -607,6 +638,5 @@ class ConfigMapSource:
         if not self._reflector.items:
             # Gone: if it comes back with the same data, parse (and log) it again.
             self._parsed_data = None
-        self.synced = self._reflector.synced
         if self._metrics is not None:
             self._metrics.cache_size.labels("configmap").set(len(self.current))

@@ -1,11 +1,14 @@
 """Settings: one frozen field per command-line flag, validated once at start-up.
 
-Names and defaults follow the reference webhook's flags (``../shared/reference``), so an existing
-deployment's arguments keep their meaning. Validation errors are ``ConfigError`` and name the flag.
+Names and defaults follow the reference webhook's flags (docs/reference.md section 1), so an
+existing deployment's arguments keep their meaning. Validation errors are ``ConfigError`` and
+name the flag.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 MIN_TOKEN_EXPIRATION = 600
@@ -89,11 +92,51 @@ class MutationSettings:
         return f"{self.annotation_prefix}/{name}"
 
 
+RECONCILE_MODES = ("off", "report", "restart")
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    """The reconciler of pods that missed their injection (``--reconcile*``); off by default."""
+
+    mode: str = "off"
+    """off, report (metric and Events) or restart (also roll Deployments, StatefulSets and
+    DaemonSets)."""
+    interval: float = 300.0
+    """Seconds between passes over the pods; also the least time between two restarts of one
+    owner."""
+    restarts_per_minute: float = 5.0
+    """At most this many owners are restarted per minute (a token bucket of that size)."""
+    hold_after_miss: float = 600.0
+    """No restarts while a pod created this recently, after this webhook turned ready, lacks its
+    injection: that means the API server is not reaching the webhook (it fails open), and a
+    restart would only recreate pods without credentials."""
+    lease_name: str = "irsa-webhook-reconciler"
+    """The Lease in ``--namespace`` that lets one replica act at a time."""
+    lease_duration: float = 15.0
+    """Seconds a Lease holder may go without renewing before another replica takes over."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in RECONCILE_MODES:
+            raise ConfigError(f"--reconcile {self.mode!r} must be off, report or restart")
+        if self.interval < 1:
+            raise ConfigError("--reconcile-interval must be at least 1s, like 5m")
+        if self.restarts_per_minute <= 0:
+            raise ConfigError("--reconcile-restarts-per-minute must be positive, like 5")
+        if self.hold_after_miss < 0:
+            raise ConfigError("--reconcile-hold-after-miss must not be negative")
+        if not self.lease_name:
+            raise ConfigError("--reconcile-lease-name must not be empty")
+        if self.lease_duration < 3:
+            raise ConfigError("--reconcile-lease-duration must be at least 3s")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     """Settings of ``irsa-webhook serve``: the mutation settings plus process wiring."""
 
     mutation: MutationSettings = field(default_factory=MutationSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     port: int = 443
     metrics_port: int = 9999
     bind_address: str = "0.0.0.0"  # noqa: S104 - a webhook in a pod must listen on its pod IP
@@ -148,6 +191,10 @@ class ServerSettings:
     """Server-side timeout of one watch request; the watch resumes from the last version."""
     watch_inactivity_timeout: float = 90.0
     """Reconnect when a watch delivers nothing, not even a bookmark, for this long."""
+    cache_out_of_touch_limit: float = 300.0
+    """A cache that has not heard from the API server (a list, any watch event, bookmarks
+    included) for this long is no longer synced, so /readyz fails; 0 never. Bookmarks arrive
+    about once a minute on a healthy watch."""
 
     def __post_init__(self) -> None:
         for flag, port in (("--port", self.port), ("--metrics-port", self.metrics_port)):
@@ -167,6 +214,8 @@ class ServerSettings:
             raise ConfigError("--max-request-bytes must be at least 1024")
         if self.max_header_bytes < 1024:
             raise ConfigError("--max-header-bytes must be at least 1024")
+        if self.cache_out_of_touch_limit < 0:
+            raise ConfigError("--cache-out-of-touch-limit must not be negative (0 disables it)")
         if self.read_timeout <= 0:
             raise ConfigError("--read-timeout must be positive, like 10s")
         self._validate_self_managed()
@@ -190,9 +239,29 @@ class ServerSettings:
                 "MutatingWebhookConfiguration to keep the CA in) and --self-managed-cert-hosts "
                 "(the names the API server calls the webhook by)"
             )
+        for host in self.self_managed_cert_hosts:
+            if not _is_host(host):
+                raise ConfigError(
+                    f"--self-managed-cert-hosts: {host!r} is neither an IP address nor a DNS name "
+                    "(letters, digits, '-' and '.', like irsa-webhook.irsa-webhook.svc)"
+                )
         for flag, lifetime in (
             ("--self-managed-cert-lifetime", self.self_managed_cert_lifetime),
             ("--self-managed-ca-lifetime", self.self_managed_ca_lifetime),
         ):
             if lifetime < 1:
                 raise ConfigError(f"{flag} must be at least 1s, like 8760h")
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a DNS name of RFC 1123 labels (what a serving certificate can name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return 0 < len(host) <= 253 and all(
+            _DNS_LABEL.fullmatch(label) for label in host.split(".")
+        )
+    return True

@@ -2,7 +2,7 @@
 
 The file is polled, not watched with inotify: a ``stat`` a second is nothing, it works on every
 filesystem (overlay, NFS, FUSE), and it sees what the reference's directory watcher missed
-(``aws-pod-identity-webhook.md`` §5.3): ConfigMap and Secret volumes are updated by swapping
+(docs/reference.md section 5.3): ConfigMap and Secret volumes are updated by swapping
 the ``..data`` symlink, which changes the inode of the file the path resolves to, never an event
 named after the path.
 """

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from irsa_webhook.config import ConfigError, MutationSettings, ServerSettings
+from irsa_webhook.config import ConfigError, MutationSettings, ReconcileSettings, ServerSettings
 from irsa_webhook.identity import clamp_token_expiration
 from irsa_webhook.parsing import parse_bool, parse_duration, parse_int64
 
@@ -37,6 +38,13 @@ def _str(value: str) -> str:
 
 def _port(value: str) -> int:
     return int(parse_int64(value))
+
+
+def _finite(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -180,6 +188,12 @@ SERVER_FLAGS = (
         is_bool=True,
     ),
     Flag(
+        "--cache-out-of-touch-limit",
+        "cache_out_of_touch_limit",
+        parse_duration,
+        "a cache that has not heard from the API server this long is not synced (0: never)",
+    ),
+    Flag(
         "--max-request-bytes",
         "max_request_bytes",
         parse_int64,
@@ -259,6 +273,47 @@ SERVER_FLAGS = (
     ),
 )
 
+RECONCILE_FLAGS = (
+    Flag(
+        "--reconcile",
+        "mode",
+        _str,
+        "off, report (metric and Event per pod that missed its injection) or restart "
+        "(also roll its Deployment, StatefulSet or DaemonSet)",
+    ),
+    Flag(
+        "--reconcile-interval",
+        "interval",
+        parse_duration,
+        "time between reconcile passes, and between two restarts of one owner",
+    ),
+    Flag(
+        "--reconcile-restarts-per-minute",
+        "restarts_per_minute",
+        _finite,
+        "most owners restarted per minute",
+    ),
+    Flag(
+        "--reconcile-hold-after-miss",
+        "hold_after_miss",
+        parse_duration,
+        "no restarts while a pod this young, created while the webhook was ready, lacks "
+        "its injection (the API server fails open)",
+    ),
+    Flag(
+        "--reconcile-lease-name",
+        "lease_name",
+        _str,
+        "Lease in --namespace that lets one replica reconcile at a time",
+    ),
+    Flag(
+        "--reconcile-lease-duration",
+        "lease_duration",
+        parse_duration,
+        "how long the Lease holds without renewal",
+    ),
+)
+
 # Reference flags of the deprecated CSR mode and of klog: accepted so that existing manifests
 # keep parsing, and otherwise ignored.
 LEGACY_FLAGS = (
@@ -335,4 +390,7 @@ def server_settings(
 ) -> ServerSettings:
     environ = os.environ if environ is None else environ
     values = collect(namespace, SERVER_FLAGS, environ)
-    return ServerSettings(mutation=mutation_settings(namespace, environ), **values)
+    reconcile = ReconcileSettings(**collect(namespace, RECONCILE_FLAGS, environ))
+    return ServerSettings(
+        mutation=mutation_settings(namespace, environ), reconcile=reconcile, **values
+    )

@@ -261,8 +261,8 @@ def parse_config_map(
 ) -> tuple[ConfigMapMappings, list[str]]:
     """Parse ``data.config``; malformed entries are skipped and reported, never fatal.
 
-    Differences from the reference (SPEC 3.6): audience and regional STS default to the flags,
-    expirations are clamped, and namespace globs such as ``team-*`` work.
+    Differences from the reference (difference 6 in the README): audience and regional STS
+    default to the flags, expirations are clamped, and namespace globs such as ``team-*`` work.
     """
     if data is None or (isinstance(data, str) and not data.strip()):
         return EMPTY_CONFIG_MAP, []

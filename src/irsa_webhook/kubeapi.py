@@ -1,5 +1,5 @@
 """A thin asyncio client for the few Kubernetes API calls the webhook makes: GET and WATCH, and
-the writes of the self-managed certificates.
+the writes of the self-managed certificates and of the reconciler (Events, restarts, its Lease).
 
 Requests go through ``httpx`` and JSON through ``orjson``; where the server is and which
 credentials to send come from ``kubeconfig`` and ``credentials``. Objects stay plain dicts, as

@@ -138,6 +138,54 @@ class Metrics:
             registry=registry,
         )
 
+        self.reconcile_missing = Gauge(
+            "irsa_webhook_reconcile_pods_missing_injection",
+            "Running or pending pods that lack what the webhook would inject now, by namespace "
+            "and reason (token-volume, credentials-env, role-changed, ...), as of the last pass",
+            ["namespace", "reason"],
+            registry=registry,
+        )
+        self.reconcile_passes = Counter(
+            "irsa_webhook_reconcile_passes",
+            "Reconcile passes over the pods, by result (ok, error)",
+            ["result"],
+            registry=registry,
+        )
+        self.reconcile_pass_duration = Gauge(
+            "irsa_webhook_reconcile_pass_duration_seconds",
+            "How long the last reconcile pass took",
+            registry=registry,
+        )
+        self.reconcile_pods_checked = Gauge(
+            "irsa_webhook_reconcile_pods_checked",
+            "Running or pending pods the last reconcile pass read",
+            registry=registry,
+        )
+        self.reconcile_events = Counter(
+            "irsa_webhook_reconcile_events",
+            "Events about pods that missed their injection, by result (created, exists, error)",
+            ["result"],
+            registry=registry,
+        )
+        self.reconcile_restarts = Counter(
+            "irsa_webhook_reconcile_restarts",
+            "Owner restarts, by kind and result (restarted, recently-restarted, "
+            "rollout-in-progress, did-not-help, rate-limited, held, gone, error)",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.reconcile_held = Gauge(
+            "irsa_webhook_reconcile_restarts_held",
+            "1 while restarts are held, by reason (webhook-not-ready, recent-unmutated-pods)",
+            ["reason"],
+            registry=registry,
+        )
+        self.reconcile_leader = Gauge(
+            "irsa_webhook_reconcile_leader",
+            "1 while this replica holds the reconciler Lease",
+            registry=registry,
+        )
+
     def observe_request(self, verb: str, path: str, code: int, seconds: float) -> None:
         self._reference.requests[(verb, path, str(code))] += 1
         latency = self._latency_children.get((verb, path))

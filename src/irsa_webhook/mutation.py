@@ -1,12 +1,12 @@
 """The mutation core: pod + identity + settings -> JSON Patch + warnings. Pure: no I/O.
 
-The rules are the reference webhook's (see ``../shared/reference``), read from plain JSON dicts
+The rules are the reference webhook's (docs/reference.md section 3), read from plain JSON dicts
 so that fields this code has never heard of pass through untouched. The input pod is never
 modified. The patch is emitted as the rules apply, one operation per change and nothing else
-(SPEC 3.1: minimal patches): lists are only appended to, or prepended to for the token volume,
-and a list or object is added whole only where the pod has none. Building a mutated copy and
-diffing it cost three times as much on the hot path; the tests keep such a differ as the oracle
-that this patch must agree with (``tests/unit/test_patch_emission.py``).
+(difference 1 in the README: minimal patches): lists are only appended to, or prepended to for
+the token volume, and a list or object is added whole only where the pod has none. Building a
+mutated copy and diffing it cost three times as much on the hot path; the tests keep such a
+differ as the oracle that this patch must agree with (``tests/unit/test_patch_emission.py``).
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def parse_csv_record(value: str) -> list[str]:
     """Parse one CSV record (quoted fields allowed) and trim spaces around each name.
 
     Go's ``encoding/csv`` (the reference) keeps leading spaces, so ``"a, b"`` skipped ``a`` and
-    ``" b"``; we trim, which is what people who write such lists mean (SPEC 3.8).
+    ``" b"``; we trim, which is what people who write such lists mean (difference 8 in
+    the README).
     """
     if not value.strip():
         raise ValueError("the list is empty")

@@ -3,6 +3,11 @@
 One process, one event loop: the ServiceAccount cache lives here, so scaling is by replicas.
 On SIGTERM, /readyz turns unready first, the servers stop accepting after ``shutdown delay``,
 in-flight requests finish within ``--shutdown-timeout``, and the process exits 0.
+
+The background tasks (the caches' watches, the certificate reload, the file watch) never end on
+their own: each retries what fails. One that ends anyway, with an exception or without, would
+leave a pod that answers from a frozen cache or an old certificate and looks healthy. So its
+end fails /healthz and shuts the process down with exit code 1, and the kubelet restarts it.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import ssl
-from collections.abc import Awaitable
+import uuid
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from irsa_webhook import logs
@@ -31,7 +38,9 @@ from irsa_webhook.identity import (
 from irsa_webhook.imds import partition_and_account
 from irsa_webhook.kubeapi import KubeApi
 from irsa_webhook.kubeconfig import Connection, load_connection
+from irsa_webhook.leader import LeaseElector
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.reconciler import Reconciler
 from irsa_webhook.tls import CertificateError, CertificateReloader, create_context
 
 if TYPE_CHECKING:
@@ -89,10 +98,14 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
         watch_timeout=settings.watch_timeout,
         inactivity_timeout=settings.watch_inactivity_timeout,
         metrics=metrics,
+        out_of_touch_limit=settings.cache_out_of_touch_limit,
     )
     config_map: Any = _StaticConfigMap()
     container_credentials: Any = _StaticContainerCredentials()
-    tasks: list[Awaitable[None]] = [service_accounts.run(), reloader.run()]
+    tasks: dict[str, Coroutine[Any, Any, None]] = {
+        "serviceaccounts cache": service_accounts.run(),
+        "certificate reload": reloader.run(),
+    }
     if settings.watch_config_map:
         config_map = ConfigMapSource(
             api,
@@ -101,14 +114,15 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
             watch_timeout=settings.watch_timeout,
             inactivity_timeout=settings.watch_inactivity_timeout,
             metrics=metrics,
+            out_of_touch_limit=settings.cache_out_of_touch_limit,
         )
-        tasks.append(config_map.run())
+        tasks["configmap cache"] = config_map.run()
     if settings.watch_container_credentials_config:
         container_credentials = ContainerCredentialsSource(
             settings.watch_container_credentials_config, metrics=metrics
         )
         container_credentials.load_once()
-        tasks.append(container_credentials.run())
+        tasks["container-credentials file watch"] = container_credentials.run()
 
     state = WebhookState(
         settings=settings.mutation,
@@ -121,6 +135,8 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
         readiness_requires_sync=settings.readiness_requires_sync,
         enable_debugging_handlers=settings.enable_debugging_handlers,
     )
+    if settings.reconcile.mode != "off":
+        tasks.update(_reconciler_tasks(settings, api, state, metrics))
     webhook = HttpServer(
         uvicorn_config(create_webhook_app(state), settings, settings.port, context)
     )
@@ -138,16 +154,23 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
     # request path's allocations trigger, from re-scanning it.
     gc.collect()
     gc.freeze()
-    background = [asyncio.create_task(_logged(task)) for task in tasks]
+    background = [asyncio.create_task(task, name=name) for name, task in tasks.items()]
     servers = [asyncio.create_task(webhook.serve()), asyncio.create_task(metrics_server.serve())]
     logger.info(
         "serving",
         extra={"port": settings.port, "metrics_port": settings.metrics_port},
     )
     stop_wait = asyncio.create_task(stopping.wait())
-    done, _ = await asyncio.wait([stop_wait, *servers], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        [stop_wait, *servers, *background], return_when=asyncio.FIRST_COMPLETED
+    )
     exit_code = 0
-    if stop_wait not in done:
+    ended = [task for task in background if task in done]
+    if ended:
+        for task in ended:
+            _report_ended(task, state)
+        exit_code = 1
+    elif stop_wait not in done:
         logger.error("a server stopped unexpectedly; shutting down")
         exit_code = 1
     state.draining = True
@@ -162,6 +185,39 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
     await api.aclose()
     logger.info("stopped")
     return exit_code
+
+
+def _reconciler_tasks(
+    settings: ServerSettings, api: KubeApi, state: WebhookState, metrics: Metrics
+) -> dict[str, Coroutine[Any, Any, None]]:
+    """The Lease elector and the reconciler, which acts only while the elector holds the Lease."""
+    # The pod name (HOSTNAME) says which replica holds the Lease; the suffix keeps two
+    # processes with one name (a restarted container) from both believing they hold it.
+    identity = f"{os.environ.get('HOSTNAME') or 'irsa-webhook'}_{uuid.uuid4().hex[:8]}"
+    elector = LeaseElector(
+        api,
+        settings.namespace,
+        settings.reconcile.lease_name,
+        identity,
+        duration=settings.reconcile.lease_duration,
+        on_change=lambda leading: _leading_changed(metrics, leading),
+    )
+    reconciler = Reconciler(
+        api,
+        settings.mutation,
+        settings.reconcile,
+        service_accounts=state.service_accounts,
+        config_map=state.config_map,
+        container_credentials=state.container_credentials,
+        elector=elector,
+        not_ready_reasons=state.not_ready_reasons,
+        metrics=metrics,
+    )
+    logger.info(
+        "reconciler on",
+        extra={"mode": settings.reconcile.mode, "interval": settings.reconcile.interval},
+    )
+    return {"reconciler lease": elector.run(), "reconciler": reconciler.run()}
 
 
 def _certificate_source(
@@ -197,10 +253,20 @@ def _certificate_source(
     return reloader
 
 
-async def _logged(awaitable: Awaitable[None]) -> None:
-    try:
-        await awaitable
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("background task failed")
+def _leading_changed(metrics: Metrics, leading: bool) -> None:
+    metrics.reconcile_leader.set(1 if leading else 0)
+    if not leading:
+        # Only the Lease holder's counts are current; a former holder must not keep reporting.
+        metrics.reconcile_missing.clear()
+
+
+def _report_ended(task: asyncio.Task[None], state: WebhookState) -> None:
+    """Fail /healthz with the task's name, and log how it ended."""
+    name = task.get_name()
+    exc = task.exception()
+    state.failures.append(f"{name} task ended" + (f": {type(exc).__name__}" if exc else ""))
+    logger.error(
+        "background task ended; shutting down so that the process is restarted",
+        extra={"task": name},
+        exc_info=exc,
+    )

@@ -235,30 +235,44 @@ def test_the_api_server_saw_no_failures_and_fast_answers(
     control_plane: ControlPlane, namespace: str, webhook: Webhook
 ) -> None:
     control_plane.apply(service_account(namespace, "s3", {"eks.amazonaws.com/role-arn": ROLE}))
+    # Other tests of the session call the webhook too (some just after creating a
+    # ServiceAccount, which waits for the cache): judge only this test's calls.
+    before = _webhook_latency_buckets(control_plane)
     for index in range(10):
         create(control_plane, pod(namespace, f"fast-{index}", "s3"))
+    after = _webhook_latency_buckets(control_plane)
     with control_plane.client() as client:
         metrics = client.get("/metrics").text
-    ours = 'name="irsa.e2e.irsa-webhook.dev"'
     fail_open = [
         line
         for line in metrics.splitlines()
-        if line.startswith("apiserver_admission_webhook_fail_open_count") and ours in line
+        if line.startswith("apiserver_admission_webhook_fail_open_count") and OURS in line
     ]
     assert all(line.endswith(" 0") for line in fail_open)
+    buckets = {le: count - before.get(le, 0.0) for le, count in after.items()}
+    assert buckets["+Inf"] >= 10
+    # Nearly every call lands in the lowest buckets (<= 25 ms); the first may pay a TLS handshake.
+    assert buckets["0.025"] >= buckets["+Inf"] - 2
+
+
+OURS = 'name="irsa.e2e.irsa-webhook.dev"'
+
+
+def _webhook_latency_buckets(control_plane: ControlPlane) -> dict[str, float]:
+    """The API server's histogram of our webhook's CREATE calls: upper bound -> count."""
+    with control_plane.client() as client:
+        metrics = client.get("/metrics").text
     buckets = {}
     for line in metrics.splitlines():
         if (
             line.startswith("apiserver_admission_webhook_admission_duration_seconds_bucket")
-            and ours in line
+            and OURS in line
             and 'operation="CREATE"' in line
         ):
             le = re.search(r'le="([^"]+)"', line)
             assert le is not None
             buckets[le.group(1)] = float(line.rsplit(" ", 1)[1])
-    assert buckets["+Inf"] >= 10
-    # Nearly every call lands in the lowest buckets (<= 25 ms); the first may pay a TLS handshake.
-    assert buckets["0.025"] >= buckets["+Inf"] - 2
+    return buckets
 
 
 def _token_source(stored: dict[str, Any]) -> dict[str, Any]:

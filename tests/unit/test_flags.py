@@ -267,6 +267,16 @@ def test_self_managed_certificates_take_their_names_hosts_and_lifetimes() -> Non
         pytest.param(SELF_MANAGED[:2], "and --self-managed-cert-hosts", id="no-hosts"),
         pytest.param(SELF_MANAGED[1:], "need --self-managed-cert-secret", id="no-secret"),
         pytest.param(
+            (*SELF_MANAGED[:2], "--self-managed-cert-hosts=webhook.irsa.svc,bad host"),
+            "'bad host' is neither an IP address nor a DNS name",
+            id="bad-host",
+        ),
+        pytest.param(
+            (*SELF_MANAGED[:2], "--self-managed-cert-hosts=webhook..svc"),
+            "neither an IP address nor a DNS name",
+            id="empty-label",
+        ),
+        pytest.param(
             (*SELF_MANAGED, "--self-managed-ca-lifetime=0s"),
             "--self-managed-ca-lifetime must be at least 1s",
             id="zero-lifetime",

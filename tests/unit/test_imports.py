@@ -38,6 +38,21 @@ def test_mutate_does_not_import_the_server() -> None:
     assert "irsa_webhook.commands.serve" not in loaded
 
 
+def test_doctor_imports_no_aws_code_before_its_aws_checks_and_serve_imports_no_doctor() -> None:
+    loaded = modules_after(
+        "from irsa_webhook.cli import main\n"
+        "try:\n    main(['doctor', '--help'])\nexcept SystemExit:\n    pass"
+    )
+    assert "irsa_webhook.commands.doctor" in loaded
+    assert not {"boto3", "botocore", "irsa_webhook.doctor.aws_side"} & loaded
+    assert "irsa_webhook.doctor.command" not in loaded
+    served = modules_after(
+        "from irsa_webhook.cli import main\n"
+        "try:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass"
+    )
+    assert not {name for name in served if name.startswith("irsa_webhook.doctor")}
+
+
 HEAVY_FOR_SERVE = {
     "kubernetes": "its configuration loader was ~10 MB and most of a second (kubeconfig.py)",
     "requests": "came with the kubernetes client",

@@ -5,6 +5,7 @@ linters."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -388,3 +389,30 @@ def test_self_managed_certificates_leave_the_ca_out_of_every_render(helm: str) -
     assert not any(arg.startswith("--tls-cert") for arg in container["args"])
     assert "volumes" not in pod_spec
     assert "volumeMounts" not in container
+
+
+# What a reader of the repository cannot open: the team's notes beside it and its issue tracker.
+UNREADABLE_CITATION = re.compile(
+    r"\.\./shared|shared/(?:reference|SPEC|STYLE)|\bSPEC\b|\b[Ii]ssues? [0-9]+\b"
+)
+
+
+def test_the_repository_cites_only_what_its_readers_can_open() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files"], capture_output=True, text=True, timeout=60, check=True, cwd=REPO
+    ).stdout.split()
+    found = []
+    for name in listed:
+        path = REPO / name
+        # This file names the patterns; the lock file holds hashes.
+        if name in ("uv.lock", "tests/unit/test_static_checks.py") or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if UNREADABLE_CITATION.search(line):
+                found.append(f"{name}:{number}: {line.strip()}")
+    # Cite docs/ (docs/reference.md for the reference, the README's differences) instead.
+    assert found == []

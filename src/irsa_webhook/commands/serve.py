@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"irsa-webhook {__version__}")
     flags.add_flags(parser, flags.SERVER_FLAGS)
     flags.add_flags(parser, flags.MUTATION_FLAGS)
+    flags.add_flags(parser, flags.RECONCILE_FLAGS)
     flags.add_flags(parser, flags.LEGACY_FLAGS)
 
 
