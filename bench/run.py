@@ -29,6 +29,8 @@ from bench import reviews
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+SERVE_PYTHON = sys.executable
+"""The interpreter of the servers under test; ``--serve-python`` (a runtime-only venv)."""
 WEBHOOK_NAME = "irsa-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -129,7 +131,7 @@ def start_webhook(
     entry = (
         [PYTHON, "-m", "bench.profiled", str(profile)]
         if profile
-        else [str(Path(PYTHON).parent / "irsa-webhook")]
+        else [str(Path(SERVE_PYTHON).parent / "irsa-webhook")]
     )
     command = [
         *entry,
@@ -151,7 +153,7 @@ def start_floor(pki: Pki, work: Path, parse: bool = False) -> Server:
     port = free_port()
     name = "parse-floor" if parse else "floor"
     command = [
-        PYTHON, "-m", "bench.floor",
+        SERVE_PYTHON, "-m", "bench.floor",
         "--port", str(port),
         "--tls-cert", pki.cert,
         "--tls-key", pki.key,
@@ -672,7 +674,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--serve-python", default=sys.executable, help="runs the servers")
     args = parser.parse_args()
+    global SERVE_PYTHON
+    SERVE_PYTHON = args.serve_python
     if args.mode == "profile":
         profile(args.plane, args.work, 10.0)
         return 0

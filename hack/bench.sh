@@ -44,11 +44,17 @@ esac
 REPO="$(cd "${IRSA_HACK_DIR}/.." && pwd)"
 PYTHON="${REPO}/.venv/bin/python"
 "${IRSA_HACK_DIR}/bootstrap.sh"
+# The servers under test (webhook and floors) run from an environment with the runtime
+# dependencies only, as in the image: with the dev tools' packages present (rich, pygments),
+# httpx imports its own CLI and costs start-up and megabytes that no pod pays.
+SERVE_VENV="${REPO}/.venv-serve"
+UV_PROJECT_ENVIRONMENT="${SERVE_VENV}" UV_NO_DEFAULT_GROUPS=1 "${IRSA_HACK_DIR}/bootstrap.sh"
+SERVE_PYTHON="${SERVE_VENV}/bin/python"
 # Bytecode compiled ahead, as the image does at build time (UV_COMPILE_BYTECODE): otherwise a
 # venv whose Python never writes .pyc files (PYTHONDONTWRITEBYTECODE) compiles every module on
 # every start, and start-up would measure the compiler rather than the webhook.
-"${PYTHON}" -m compileall -q -j 0 \
-  "$("${PYTHON}" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+"${SERVE_PYTHON}" -m compileall -q -j 0 \
+  "$("${SERVE_PYTHON}" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
   "${REPO}/src" "${REPO}/bench" >/dev/null
 
 if [[ "${mode}" == hotpath ]]; then
@@ -93,7 +99,8 @@ if [[ "${mode}" == reconcile ]]; then
   exit 0
 fi
 "${PYTHON}" -m bench.run --plane "${PLANE}" --work "${WORK}" --mode "${mode}" "${quick[@]}" \
-  --rate "${IRSA_BENCH_RATE:-500}" --sizes "${IRSA_BENCH_SIZES:-1000,10000,50000}"
+  --rate "${IRSA_BENCH_RATE:-500}" --sizes "${IRSA_BENCH_SIZES:-1000,10000,50000}" \
+  --serve-python "${SERVE_PYTHON}"
 if [[ "${mode}" == startup ]]; then
-  "${PYTHON}" -m bench.memory
+  "${SERVE_PYTHON}" -m bench.memory
 fi
