@@ -12,4 +12,4 @@ if [[ ! -x "${UV_HOME}/bin/uv" ]]; then
   "${UV_HOME}/bin/pip" install --quiet --disable-pip-version-check "uv==${UV_VERSION}"
 fi
 # The machine's Python 3.11 is enough; never download an interpreter.
-UV_PYTHON_DOWNLOADS=never "${UV_HOME}/bin/uv" sync --frozen --quiet
+UV_PYTHON_DOWNLOADS=never "${UV_HOME}/bin/uv" sync --frozen --all-extras --quiet

@@ -23,6 +23,8 @@ echo "[test] ruff" >&2
 .venv/bin/ruff format --check src tests bench
 echo "[test] mypy --strict" >&2
 .venv/bin/mypy
+echo "[test] import layers (lint-imports)" >&2
+.venv/bin/lint-imports --no-cache >/dev/null
 
 if [[ "${unit_only}" == true ]]; then
   exec .venv/bin/pytest -m "not e2e" "$@"

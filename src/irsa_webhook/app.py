@@ -46,7 +46,8 @@ JSON = "application/json"
 
 
 class ServiceAccountLookup(Protocol):
-    synced: bool
+    @property
+    def synced(self) -> bool: ...
 
     def get(self, namespace: str, name: str) -> ServiceAccountEntry | None: ...
 
@@ -59,7 +60,8 @@ class ServiceAccountLookup(Protocol):
 
 
 class ConfigMapProvider(Protocol):
-    synced: bool
+    @property
+    def synced(self) -> bool: ...
 
     @property
     def current(self) -> ConfigMapMappings: ...
@@ -92,6 +94,8 @@ class WebhookState:
     random_int: RandomInt = field(default_factory=lambda: random.SystemRandom().randint)
     draining: bool = False
     """Set on SIGTERM: /readyz fails so endpoints drop us while in-flight requests finish."""
+    failures: list[str] = field(default_factory=list)
+    """Why the process is broken beyond repair (a background task ended): /healthz fails."""
 
     def not_ready_reasons(self) -> list[str]:
         reasons = []
@@ -132,6 +136,8 @@ def create_webhook_app(state: WebhookState) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        if state.failures:
+            return _json(503, orjson.dumps({"status": "failed", "reasons": state.failures}))
         return _json(200, b'{"status":"ok"}')
 
     @app.get("/readyz")

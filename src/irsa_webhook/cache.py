@@ -148,7 +148,8 @@ class Reflector(Generic[T]):
 
     ``parse`` turns each object into what is kept (never the raw object: memory matters at 50k
     ServiceAccounts). ``on_change`` runs after every list and every applied event. ``run`` loops
-    until cancelled; it never raises otherwise.
+    until cancelled; it never raises otherwise. ``synced`` is true once a list has completed and
+    for as long as the server has been heard from within ``out_of_touch_limit`` (0: forever).
     """
 
     def __init__(
@@ -165,12 +166,17 @@ class Reflector(Generic[T]):
         on_change: Callable[[], None] | None = None,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        out_of_touch_limit: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.items: dict[Key, T] = {}
         """Replaced by a new dict on every list, so readers never see half a list."""
         self.resource_version = ""
         """The newest version seen, from a list, an object or a bookmark; the watch resumes here."""
-        self.synced = False
+        self._listed = False
+        self._heard_at = float("-inf")
+        self._out_of_touch_limit = out_of_touch_limit
+        self._clock = clock
         self._api = api
         self._path = path
         self._parse = parse
@@ -187,6 +193,15 @@ class Reflector(Generic[T]):
         self._synced_event = asyncio.Event()
         self._must_list = True
         self._expired_since_last_event = False
+
+    @property
+    def synced(self) -> bool:
+        """Listed, and not out of touch: a watch that has heard nothing (no event, no bookmark,
+        no clean end) for longer than the limit may have missed changes we would serve."""
+        if not self._listed:
+            return False
+        limit = self._out_of_touch_limit
+        return limit <= 0 or self._clock() - self._heard_at <= limit
 
     async def wait_synced(self) -> None:
         await self._synced_event.wait()
@@ -265,7 +280,7 @@ class Reflector(Generic[T]):
         self.items = items
         self.resource_version = str(metadata.get("resourceVersion") or "")
         self._must_list = False
-        self.synced = True
+        self._listed = True
         self._synced_event.set()
         self._heard_from_server()
         if self._metrics is not None:
@@ -298,6 +313,8 @@ class Reflector(Generic[T]):
                     async with deadline:
                         event = await anext(stream)
                 except StopAsyncIteration:
+                    # A watch the server ends at its timeout is contact too.
+                    self._heard_from_server()
                     return
                 except TimeoutError:
                     if deadline.expired():
@@ -312,7 +329,8 @@ class Reflector(Generic[T]):
 
     def _heard_from_server(self) -> None:
         """Bookmarks arrive about once a minute on a healthy watch, so an old timestamp here
-        means the cache is out of touch: it keeps serving what it has (readiness stays up)."""
+        means the cache is out of touch; past ``out_of_touch_limit``, ``synced`` turns false."""
+        self._heard_at = self._clock()
         if self._last_contact is not None:
             self._last_contact.set(time.time())
 
@@ -370,8 +388,8 @@ class ServiceAccountCache:
         lookup_rate: float = LOOKUP_RATE,
         lookup_burst: int = LOOKUP_BURST,
         max_lookups_in_flight: int = MAX_LOOKUPS_IN_FLIGHT,
+        out_of_touch_limit: float = 0.0,
     ) -> None:
-        self.synced = False
         self._api = api
         self._settings = settings
         self._grace_period = grace_period
@@ -392,7 +410,13 @@ class ServiceAccountCache:
             on_change=self._changed,
             sleep=sleep,
             random=random,
+            out_of_touch_limit=out_of_touch_limit,
+            clock=clock,
         )
+
+    @property
+    def synced(self) -> bool:
+        return self._reflector.synced
 
     def get(self, namespace: str, name: str) -> ServiceAccountEntry | None:
         return self._reflector.items.get((namespace, name))
@@ -446,7 +470,6 @@ class ServiceAccountCache:
         return parse_service_account(annotations, self._settings)
 
     def _changed(self) -> None:
-        self.synced = self._reflector.synced
         if self._metrics is not None:
             self._metrics.cache_size.labels("serviceaccounts").set(len(self._reflector.items))
             self._metrics.used.set(1)
@@ -547,9 +570,10 @@ class ConfigMapSource:
         metrics: Metrics | None = None,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        out_of_touch_limit: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.current: ConfigMapMappings = EMPTY_CONFIG_MAP
-        self.synced = False
         self._settings = settings
         self._namespace = namespace
         self._metrics = metrics
@@ -566,7 +590,13 @@ class ConfigMapSource:
             on_change=self._changed,
             sleep=sleep,
             random=random,
+            out_of_touch_limit=out_of_touch_limit,
+            clock=clock,
         )
+
+    @property
+    def synced(self) -> bool:
+        return self._reflector.synced
 
     async def wait_synced(self) -> None:
         await self._reflector.wait_synced()
@@ -599,6 +629,5 @@ class ConfigMapSource:
         if not self._reflector.items:
             # Gone: if it comes back with the same data, parse (and log) it again.
             self._parsed_data = None
-        self.synced = self._reflector.synced
         if self._metrics is not None:
             self._metrics.cache_size.labels("configmap").set(len(self.current))

@@ -48,6 +48,14 @@ COMMANDS: dict[str, Command] = {
     "mutate": Command(
         "irsa_webhook.commands.mutate", "mutate a pod file offline and print the result"
     ),
+    "oidc": Command(
+        "irsa_webhook.commands.oidc",
+        "build, publish (S3) and verify the cluster's OIDC issuer documents",
+    ),
+    "iam": Command(
+        "irsa_webhook.commands.iam",
+        "the IAM OIDC provider, and roles bound to ServiceAccounts, on any cluster",
+    ),
     "doctor": Command(
         "irsa_webhook.commands.doctor",
         "check every link of a pod's IRSA chain and say which one is broken",

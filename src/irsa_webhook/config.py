@@ -191,6 +191,10 @@ class ServerSettings:
     """Server-side timeout of one watch request; the watch resumes from the last version."""
     watch_inactivity_timeout: float = 90.0
     """Reconnect when a watch delivers nothing, not even a bookmark, for this long."""
+    cache_out_of_touch_limit: float = 300.0
+    """A cache that has not heard from the API server (a list, any watch event, bookmarks
+    included) for this long is no longer synced, so /readyz fails; 0 never. Bookmarks arrive
+    about once a minute on a healthy watch."""
 
     def __post_init__(self) -> None:
         for flag, port in (("--port", self.port), ("--metrics-port", self.metrics_port)):
@@ -210,6 +214,8 @@ class ServerSettings:
             raise ConfigError("--max-request-bytes must be at least 1024")
         if self.max_header_bytes < 1024:
             raise ConfigError("--max-header-bytes must be at least 1024")
+        if self.cache_out_of_touch_limit < 0:
+            raise ConfigError("--cache-out-of-touch-limit must not be negative (0 disables it)")
         if self.read_timeout <= 0:
             raise ConfigError("--read-timeout must be positive, like 10s")
         self._validate_self_managed()

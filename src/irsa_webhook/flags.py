@@ -188,6 +188,12 @@ SERVER_FLAGS = (
         is_bool=True,
     ),
     Flag(
+        "--cache-out-of-touch-limit",
+        "cache_out_of_touch_limit",
+        parse_duration,
+        "a cache that has not heard from the API server this long is not synced (0: never)",
+    ),
+    Flag(
         "--max-request-bytes",
         "max_request_bytes",
         parse_int64,

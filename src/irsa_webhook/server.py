@@ -3,6 +3,11 @@
 One process, one event loop: the ServiceAccount cache lives here, so scaling is by replicas.
 On SIGTERM, /readyz turns unready first, the servers stop accepting after ``shutdown delay``,
 in-flight requests finish within ``--shutdown-timeout``, and the process exits 0.
+
+The background tasks (the caches' watches, the certificate reload, the file watch) never end on
+their own: each retries what fails. One that ends anyway, with an exception or without, would
+leave a pod that answers from a frozen cache or an old certificate and looks healthy. So its
+end fails /healthz and shuts the process down with exit code 1, and the kubelet restarts it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import signal
 import ssl
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from irsa_webhook import logs
@@ -93,10 +98,14 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
         watch_timeout=settings.watch_timeout,
         inactivity_timeout=settings.watch_inactivity_timeout,
         metrics=metrics,
+        out_of_touch_limit=settings.cache_out_of_touch_limit,
     )
     config_map: Any = _StaticConfigMap()
     container_credentials: Any = _StaticContainerCredentials()
-    tasks: list[Awaitable[None]] = [service_accounts.run(), reloader.run()]
+    tasks: dict[str, Coroutine[Any, Any, None]] = {
+        "serviceaccounts cache": service_accounts.run(),
+        "certificate reload": reloader.run(),
+    }
     if settings.watch_config_map:
         config_map = ConfigMapSource(
             api,
@@ -105,14 +114,15 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
             watch_timeout=settings.watch_timeout,
             inactivity_timeout=settings.watch_inactivity_timeout,
             metrics=metrics,
+            out_of_touch_limit=settings.cache_out_of_touch_limit,
         )
-        tasks.append(config_map.run())
+        tasks["configmap cache"] = config_map.run()
     if settings.watch_container_credentials_config:
         container_credentials = ContainerCredentialsSource(
             settings.watch_container_credentials_config, metrics=metrics
         )
         container_credentials.load_once()
-        tasks.append(container_credentials.run())
+        tasks["container-credentials file watch"] = container_credentials.run()
 
     state = WebhookState(
         settings=settings.mutation,
@@ -126,7 +136,7 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
         enable_debugging_handlers=settings.enable_debugging_handlers,
     )
     if settings.reconcile.mode != "off":
-        tasks.extend(_reconciler_tasks(settings, api, state, metrics))
+        tasks.update(_reconciler_tasks(settings, api, state, metrics))
     webhook = HttpServer(
         uvicorn_config(create_webhook_app(state), settings, settings.port, context)
     )
@@ -144,16 +154,23 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
     # request path's allocations trigger, from re-scanning it.
     gc.collect()
     gc.freeze()
-    background = [asyncio.create_task(_logged(task)) for task in tasks]
+    background = [asyncio.create_task(task, name=name) for name, task in tasks.items()]
     servers = [asyncio.create_task(webhook.serve()), asyncio.create_task(metrics_server.serve())]
     logger.info(
         "serving",
         extra={"port": settings.port, "metrics_port": settings.metrics_port},
     )
     stop_wait = asyncio.create_task(stopping.wait())
-    done, _ = await asyncio.wait([stop_wait, *servers], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        [stop_wait, *servers, *background], return_when=asyncio.FIRST_COMPLETED
+    )
     exit_code = 0
-    if stop_wait not in done:
+    ended = [task for task in background if task in done]
+    if ended:
+        for task in ended:
+            _report_ended(task, state)
+        exit_code = 1
+    elif stop_wait not in done:
         logger.error("a server stopped unexpectedly; shutting down")
         exit_code = 1
     state.draining = True
@@ -172,7 +189,7 @@ async def _serve(settings: ServerSettings, context: ssl.SSLContext, connection: 
 
 def _reconciler_tasks(
     settings: ServerSettings, api: KubeApi, state: WebhookState, metrics: Metrics
-) -> list[Awaitable[None]]:
+) -> dict[str, Coroutine[Any, Any, None]]:
     """The Lease elector and the reconciler, which acts only while the elector holds the Lease."""
     # The pod name (HOSTNAME) says which replica holds the Lease; the suffix keeps two
     # processes with one name (a restarted container) from both believing they hold it.
@@ -200,7 +217,7 @@ def _reconciler_tasks(
         "reconciler on",
         extra={"mode": settings.reconcile.mode, "interval": settings.reconcile.interval},
     )
-    return [elector.run(), reconciler.run()]
+    return {"reconciler lease": elector.run(), "reconciler": reconciler.run()}
 
 
 def _certificate_source(
@@ -236,10 +253,13 @@ def _certificate_source(
     return reloader
 
 
-async def _logged(awaitable: Awaitable[None]) -> None:
-    try:
-        await awaitable
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("background task failed")
+def _report_ended(task: asyncio.Task[None], state: WebhookState) -> None:
+    """Fail /healthz with the task's name, and log how it ended."""
+    name = task.get_name()
+    exc = task.exception()
+    state.failures.append(f"{name} task ended" + (f": {type(exc).__name__}" if exc else ""))
+    logger.error(
+        "background task ended; shutting down so that the process is restarted",
+        extra={"task": name},
+        exc_info=exc,
+    )

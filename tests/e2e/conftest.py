@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from aws_emulator import MotoServer, start_moto
 from cluster import (
     REPO,
     WEBHOOK_NAMESPACE,
@@ -83,3 +84,10 @@ def webhook(
         running.process.wait(timeout=30)
         # Everything the session's webhook logged across the whole e2e run, shutdown included.
         assert leaked_secrets(plane, running) == [], "secrets in the e2e run's webhook log"
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's server over https on loopback, AWS-managed policies loaded."""
+    with start_moto(tmp_path_factory.mktemp("moto")) as server:
+        yield server

@@ -700,6 +700,57 @@ def test_a_grace_period_of_zero_never_asks_the_api_server() -> None:
     run(scenario)
 
 
+def test_synced_turns_false_while_the_watch_is_out_of_touch_past_the_limit() -> None:
+    gate = asyncio.Event()
+    api = FakeApi(pages=[page([])], watches=[[gate, bookmark("11"), HANG]])
+    now = [1000.0]
+    cache = new_cache(api, clock=lambda: now[0], out_of_touch_limit=300.0)
+
+    async def check() -> None:
+        await cache.wait_synced()
+        now[0] += 300.0
+        assert cache.synced, "at the limit, still in touch"
+        now[0] += 1.0
+        assert not cache.synced, "301 s without a word from the API server"
+        gate.set()  # a bookmark arrives
+        await until(lambda: cache.synced)
+
+    run(lambda: running(cache, check))
+
+
+def test_a_watch_the_server_ends_at_its_timeout_counts_as_contact() -> None:
+    ends = asyncio.Event()
+    api = FakeApi(pages=[page([])], watches=[[ends]])
+    now = [1000.0]
+    cache = new_cache(api, clock=lambda: now[0], out_of_touch_limit=300.0)
+
+    async def check() -> None:
+        await cache.wait_synced()
+        now[0] += 200.0
+        ends.set()  # the server closes the watch, having sent nothing
+        await until(lambda: len(api.watch_calls) == 2)
+        now[0] += 200.0
+        assert cache.synced
+
+    run(lambda: running(cache, check))
+
+
+def test_the_config_map_source_goes_out_of_touch_too() -> None:
+    api = FakeApi(pages=[page([])])
+    now = [1000.0]
+    source = ConfigMapSource(
+        api, SETTINGS, "eks", sleep=Sleeps(), clock=lambda: now[0], out_of_touch_limit=60.0
+    )
+
+    async def check() -> None:
+        await source.wait_synced()
+        assert source.synced
+        now[0] += 61.0
+        assert not source.synced
+
+    run(lambda: running(source, check))
+
+
 # --- ConfigMap ---------------------------------------------------------------------------------
 
 CM_LIST = "/api/v1/namespaces/eks/configmaps"

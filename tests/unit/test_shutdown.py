@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +77,9 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def start(directory: Path, ca: trustme.CA, *args: str) -> Serve:
+def start(
+    directory: Path, ca: trustme.CA, *args: str, program: Sequence[str] = (IRSA_WEBHOOK,)
+) -> Serve:
     if not (directory / "..data").exists():
         secret_volume(directory, ca.issue_cert("127.0.0.1"), 0)
     kubeconfig = directory / "kubeconfig"
@@ -90,7 +92,7 @@ def start(directory: Path, ca: trustme.CA, *args: str) -> Serve:
     port = free_port()
     log = directory / "serve.log"
     command = [
-        IRSA_WEBHOOK,
+        *program,
         "serve",
         "--kubeconfig",
         str(kubeconfig),
@@ -296,3 +298,66 @@ def test_a_mismatched_key_pair_keeps_the_previous_certificate_under_load(
         assert running.served_serial() == before
     assert load.errors == []
     assert set(load.statuses) == {200}
+
+
+FAULT = """
+import asyncio, os, sys
+from irsa_webhook.cli import main
+from {module} import {cls}
+
+async def run(self):
+    while not os.path.exists(sys.argv[1]):
+        await asyncio.sleep(0.05)
+    raise RuntimeError("injected fault")
+
+{cls}.run = run
+sys.exit(main(sys.argv[2:]))
+"""
+"""``irsa-webhook`` with one background task replaced by one that fails when a file appears."""
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "task", "args"),
+    [
+        ("irsa_webhook.cache", "ServiceAccountCache", "serviceaccounts cache", ()),
+        ("irsa_webhook.cache", "ConfigMapSource", "configmap cache", ("--watch-config-map",)),
+        ("irsa_webhook.tls", "CertificateReloader", "certificate reload", ()),
+        (
+            "irsa_webhook.filewatch",
+            "ContainerCredentialsSource",
+            "container-credentials file watch",
+            ("--watch-container-credentials-config", "/nonexistent/identities.json"),
+        ),
+    ],
+    ids=["serviceaccounts", "configmap", "certificate", "file-watch"],
+)
+def test_a_background_task_that_fails_fails_healthz_and_the_process_exits_1(
+    tmp_path: Path, ca: trustme.CA, module: str, cls: str, task: str, args: tuple[str, ...]
+) -> None:
+    trigger = tmp_path / "fail-now"
+    program = [sys.executable, "-c", FAULT.format(module=module, cls=cls), str(trigger)]
+    serve = start(tmp_path, ca, "--shutdown-delay", "10s", *args, program=program)
+    try:
+        with serve.client() as client:
+            assert client.get(f"{serve.url}/healthz").status_code == 200
+            trigger.touch()
+            deadline = time.monotonic() + 10
+            while (health := client.get(f"{serve.url}/healthz")).status_code == 200:
+                assert time.monotonic() < deadline, "/healthz still 200 after the task failed"
+                time.sleep(0.05)
+        assert health.status_code == 503
+        assert health.json() == {
+            "status": "failed",
+            "reasons": [f"{task} task ended: RuntimeError"],
+        }
+        assert serve.process.wait(timeout=30) == 1
+        ended = [
+            record
+            for record in map(orjson.loads, serve.log.read_text().splitlines())
+            if record.get("msg", "").startswith("background task ended")
+        ]
+        assert [record["task"] for record in ended] == [task]
+    finally:
+        if serve.process.poll() is None:
+            serve.process.kill()
+        serve.process.wait(timeout=10)
