@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A throw-away Kubernetes control plane (etcd + kube-apiserver, no controllers,
-# no scheduler, no kubelet) for the integration tests.
+# no scheduler, no kubelet) for the integration tests, or with --node a whole
+# single-node cluster (see hack/localnode/README.md).
 #
 # Usage:
 #   hack/control-plane.sh start DIR             start etcd + kube-apiserver, wait for /readyz
-#   hack/control-plane.sh stop DIR [--kill]     stop both (SIGTERM; --kill: SIGKILL)
+#   hack/control-plane.sh start DIR --node      the same plus kube-controller-manager,
+#                                               kube-scheduler and a kubelet node (root, Linux)
+#   hack/control-plane.sh stop DIR [--kill]     stop all of it (SIGTERM; --kill: SIGKILL)
 #   hack/control-plane.sh status DIR            exit 0 iff both run and are ready
 #   hack/control-plane.sh stop-apiserver DIR [--kill]
 #                                               stop only kube-apiserver (etcd keeps running)
@@ -13,7 +16,7 @@
 # `start` builds the binaries (hack/build-testenv.sh) and installs kubectl/helm
 # (hack/tools.sh) when they are missing, then writes into DIR:
 #   ca.crt ca.key            test CA (also signs apiserver.crt; reuse it for the webhook)
-#   apiserver.crt/.key       serving cert for 127.0.0.1, ::1, localhost
+#   apiserver.crt/.key       serving cert for its address, 127.0.0.1, ::1, localhost
 #   sa.key sa.pub            RSA-2048 service-account signing key (RS256 tokens)
 #   tokens.csv               static tokens: admin (system:masters), irsa-webhook (no groups)
 #   kubeconfig               admin kubeconfig (CA and token embedded)
@@ -26,7 +29,9 @@
 #
 # Environment: IRSA_CACHE_DIR (binary cache), IRSA_READY_TIMEOUT (s, default 90),
 # IRSA_APISERVER_V (klog verbosity, default 1),
-# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags).
+# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags),
+# IRSA_APISERVER_ADDRESS (the one address it binds and advertises, default 127.0.0.1;
+# the node sets it to its host-side veth address, kept in DIR/env for restarts).
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=control-plane.sh
@@ -34,7 +39,7 @@ IRSA_SCRIPT_NAME=control-plane.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  sed -n '5,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '6,15p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 READY_TIMEOUT="${IRSA_READY_TIMEOUT:-90}"
@@ -131,20 +136,21 @@ proc_is_wrapper() {
   [[ "${argv0##*/}" == bash ]]
 }
 
+# port_free ADDRESS PORT / free_port ADDRESS
 port_free() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "$2" <<'PY'
 import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners do
 try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.bind((sys.argv[1], int(sys.argv[2])))
 except OSError:
     sys.exit(1)
 PY
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
 }
 
 # Did the last run logged in FILE fail to bind its port?
@@ -168,7 +174,7 @@ etcd_healthy() {
 
 apiserver_ready() {
   [[ "$(curl -sS --max-time 3 --cacert "${DIR}/ca.crt" -H "Authorization: Bearer ${ADMIN_TOKEN}" \
-    "https://127.0.0.1:$1/readyz" 2>/dev/null)" == ok ]]
+    "https://${APISERVER_ADDRESS}:$1/readyz" 2>/dev/null)" == ok ]]
 }
 
 # ----------------------------------------------------- binaries and state --
@@ -197,13 +203,17 @@ ensure_pki() {
         -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
       rm -f apiserver.crt apiserver.key
     fi
+    if [[ -s apiserver.crt ]] && ! openssl x509 -in apiserver.crt -noout -checkip "${APISERVER_ADDRESS}" \
+      | grep -q 'does match'; then
+      rm -f apiserver.crt apiserver.key     # made for another address
+    fi
     if [[ ! -s apiserver.crt || ! -s apiserver.key ]]; then
       irsa::log "generating kube-apiserver serving certificate"
-      cat >apiserver.ext <<'EOF'
+      cat >apiserver.ext <<EOF
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, IP:::1, IP:10.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+subjectAltName = IP:${APISERVER_ADDRESS}, IP:127.0.0.1, IP:::1, IP:10.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
 EOF
       openssl req -new -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
         -subj "/CN=kube-apiserver" 2>/dev/null
@@ -229,7 +239,11 @@ EOF
 
 # Read the ports etc. of a previous start, if any.
 load_env() {
-  ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN=""
+  ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN="" APISERVER_ADDRESS="${IRSA_APISERVER_ADDRESS:-}"
+  if [[ -z "${APISERVER_ADDRESS}" && -f "${DIR}/env" ]]; then
+    APISERVER_ADDRESS="$(sed -n 's/^APISERVER_ADDRESS=//p' "${DIR}/env")"
+  fi
+  APISERVER_ADDRESS="${APISERVER_ADDRESS:-127.0.0.1}"
   if [[ -f "${DIR}/env" ]]; then
     ETCD_PORT="$(sed -n 's/^ETCD_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
     APISERVER_PORT="$(sed -n 's/^APISERVER_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
@@ -241,7 +255,7 @@ load_env() {
 }
 
 write_outputs() {
-  local url="https://127.0.0.1:${APISERVER_PORT}" tmp
+  local url="https://${APISERVER_ADDRESS}:${APISERVER_PORT}" tmp
   tmp="$(mktemp "${DIR}/.kubeconfig.XXXXXX")"
   cat >"${tmp}" <<EOF
 apiVersion: v1
@@ -270,6 +284,7 @@ EOF
     printf '%s=%q\n' \
       APISERVER_URL "${url}" \
       APISERVER_PORT "${APISERVER_PORT}" \
+      APISERVER_ADDRESS "${APISERVER_ADDRESS}" \
       ETCD_URL "http://127.0.0.1:${ETCD_PORT}" \
       ETCD_PORT "${ETCD_PORT}" \
       ADMIN_TOKEN "${ADMIN_TOKEN}" \
@@ -285,6 +300,8 @@ EOF
       BIN_DIR "${BIN_DIR}" \
       TESTENV_BIN_DIR "${TESTENV_BIN_DIR}" \
       CONTROL_PLANE_DIR "${DIR}"
+    # The node's own lines (WEBHOOK_IMAGE, LAB_IMAGE, ...) while it runs: hack/localnode.
+    if [[ -f "${DIR}/node/env" ]]; then cat "${DIR}/node/env"; fi
   } >"${tmp}"
   mv -f "${tmp}" "${DIR}/env"
 }
@@ -316,13 +333,13 @@ start_etcd() {
 
 # start_apiserver PORT: 0 = ready, 2 = port in use, 1 = other failure.
 start_apiserver() {
-  local port="$1" url="https://127.0.0.1:$1" pid t0 extra=()
+  local port="$1" url="https://${APISERVER_ADDRESS}:$1" pid t0 extra=()
   read -r -a extra <<<"${IRSA_APISERVER_EXTRA_ARGS:-}"
   t0="$(now_ms)"
   launch apiserver "${TESTENV_BIN_DIR}/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    --bind-address="${APISERVER_ADDRESS}" \
+    --advertise-address="${APISERVER_ADDRESS}" \
     --secure-port="${port}" \
     --tls-cert-file="${DIR}/apiserver.crt" \
     --tls-private-key-file="${DIR}/apiserver.key" \
@@ -366,8 +383,8 @@ ensure_etcd() {
   fi
   stop_proc etcd TERM
   for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
-    if [[ -z "${ETCD_PORT}" ]] || ! port_free "${ETCD_PORT}"; then
-      ETCD_PORT="$(free_port)"
+    if [[ -z "${ETCD_PORT}" ]] || ! port_free 127.0.0.1 "${ETCD_PORT}"; then
+      ETCD_PORT="$(free_port 127.0.0.1)"
     fi
     irsa::log "starting etcd on 127.0.0.1:${ETCD_PORT}"
     rc=0
@@ -386,10 +403,10 @@ ensure_etcd() {
 ensure_apiserver() {
   local same_port="$1" attempt rc
   for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
-    if [[ -z "${APISERVER_PORT}" ]] || { [[ "${same_port}" != 1 ]] && ! port_free "${APISERVER_PORT}"; }; then
-      APISERVER_PORT="$(free_port)"
+    if [[ -z "${APISERVER_PORT}" ]] || { [[ "${same_port}" != 1 ]] && ! port_free "${APISERVER_ADDRESS}" "${APISERVER_PORT}"; }; then
+      APISERVER_PORT="$(free_port "${APISERVER_ADDRESS}")"
     fi
-    irsa::log "starting kube-apiserver on 127.0.0.1:${APISERVER_PORT}"
+    irsa::log "starting kube-apiserver on ${APISERVER_ADDRESS}:${APISERVER_PORT}"
     rc=0
     start_apiserver "${APISERVER_PORT}" || rc=$?
     case "${rc}" in
@@ -432,7 +449,7 @@ cmd_start() {
   ensure_pki
   if running apiserver >/dev/null && running etcd >/dev/null && [[ -n "${APISERVER_PORT}" ]] \
     && apiserver_ready "${APISERVER_PORT}"; then
-    irsa::log "already running and ready: https://127.0.0.1:${APISERVER_PORT}"
+    irsa::log "already running and ready: https://${APISERVER_ADDRESS}:${APISERVER_PORT}"
     write_outputs
     trap - EXIT
     cat "${DIR}/env"
@@ -495,7 +512,7 @@ cmd_status() {
   fi
   if pid="$(running apiserver)"; then
     if apiserver_ready "${APISERVER_PORT}"; then
-      echo "kube-apiserver: running (pid ${pid}), ready at https://127.0.0.1:${APISERVER_PORT}"
+      echo "kube-apiserver: running (pid ${pid}), ready at https://${APISERVER_ADDRESS}:${APISERVER_PORT}"
     else
       echo "kube-apiserver: running (pid ${pid}), NOT ready"; ok=1
     fi
@@ -518,16 +535,34 @@ SIG=TERM
 case "${CMD}:$*" in
   stop:|stop-apiserver:) ;;
   stop:--kill|stop-apiserver:--kill) SIG=KILL ;;
-  start:|start-apiserver:|status:) ;;
+  start:|start:--node|start-apiserver:|status:|pki:) ;;
   *) usage; exit 2 ;;
 esac
 [[ -n "${DIR}" ]] || { usage; exit 2; }
 if [[ -d "${DIR}" ]]; then DIR="$(cd "${DIR}" && pwd)"; fi
 
-case "${CMD}" in
-  start) cmd_start ;;
-  start-apiserver) cmd_start_apiserver ;;
-  stop) cmd_stop "${SIG}" all ;;
-  stop-apiserver) cmd_stop "${SIG}" apiserver ;;
-  status) cmd_status ;;
+# The node's logic lives in hack/localnode (Python, standard library only).
+localnode() {
+  PYTHONPATH="${IRSA_HACK_DIR}${PYTHONPATH:+:${PYTHONPATH}}" python3 -m localnode "$@"
+}
+
+case "${CMD}:$*" in
+  start:--node) mkdir -p "${DIR}"; localnode up "$(cd "${DIR}" && pwd)" ;;
+  start:) cmd_start ;;
+  # Only the PKI (CA, serving cert, SA key, tokens): the node signs its certificates first.
+  pki:) mkdir -p "${DIR}"; DIR="$(cd "${DIR}" && pwd)"; load_env; ensure_pki ;;
+  start-apiserver:*) cmd_start_apiserver ;;
+  stop:*)
+    rc=0
+    if [[ -d "${DIR}/node" ]]; then localnode down "${DIR}" || rc=$?; fi
+    cmd_stop "${SIG}" all
+    exit "${rc}"
+    ;;
+  stop-apiserver:*) cmd_stop "${SIG}" apiserver ;;
+  status:)
+    rc=0
+    cmd_status || rc=$?
+    if [[ -d "${DIR}/node" ]]; then localnode status "${DIR}" || rc=$?; fi
+    exit "${rc}"
+    ;;
 esac

@@ -19,8 +19,8 @@ fi
 hack/bootstrap.sh
 
 echo "[test] ruff" >&2
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench hack/localnode
+.venv/bin/ruff format --check src tests bench hack/localnode
 echo "[test] mypy --strict" >&2
 .venv/bin/mypy
 echo "[test] import layers (lint-imports)" >&2
@@ -35,7 +35,18 @@ if ! command -v go >/dev/null 2>&1; then
     "Go modules (hack/testenv). Install Go >= 1.26, or run 'hack/test.sh --unit' locally." >&2
   exit 1
 fi
-echo "[test] building the control plane and tools when missing (first time: ~15 min)" >&2
+echo "[test] building the cluster's binaries and tools when missing (first time: ~30 min)" >&2
 hack/build-testenv.sh >/dev/null
 hack/tools.sh >/dev/null
+# The node tests (tests/node) need root and Linux; CI has both and must run them.
+if reason="$(PYTHONPATH=hack python3 -m localnode preflight)"; then
+  echo "[test] node: Debian packages and images when missing (first time: ~10 min)" >&2
+  PYTHONPATH=hack python3 -m localnode packages
+  PYTHONPATH=hack python3 -m localnode images >/dev/null
+elif [[ -n "${CI:-}" ]]; then
+  echo "[test] CI must run the node tests, but: ${reason}" >&2
+  exit 1
+else
+  echo "[test] skipping the node tests: ${reason}" >&2
+fi
 exec .venv/bin/pytest --cov --cov-report=term "$@"

@@ -200,7 +200,7 @@ def _reconciler_tasks(
         settings.reconcile.lease_name,
         identity,
         duration=settings.reconcile.lease_duration,
-        on_change=lambda leading: metrics.reconcile_leader.set(1 if leading else 0),
+        on_change=lambda leading: _leading_changed(metrics, leading),
     )
     reconciler = Reconciler(
         api,
@@ -251,6 +251,13 @@ def _certificate_source(
     except CertificateError as exc:
         logger.error("not ready until the certificate loads: %s", exc)
     return reloader
+
+
+def _leading_changed(metrics: Metrics, leading: bool) -> None:
+    metrics.reconcile_leader.set(1 if leading else 0)
+    if not leading:
+        # Only the Lease holder's counts are current; a former holder must not keep reporting.
+        metrics.reconcile_missing.clear()
 
 
 def _report_ended(task: asyncio.Task[None], state: WebhookState) -> None:

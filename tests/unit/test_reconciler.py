@@ -25,6 +25,7 @@ from irsa_webhook.identity import (
 from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.metrics import Metrics
 from irsa_webhook.reconciler import (
+    EVENTS_PER_PASS,
     NOT_READY,
     PAGE_SIZE,
     RECENT_MISSES,
@@ -201,6 +202,15 @@ def test_each_pod_gets_one_event_however_many_passes_see_it() -> None:
     assert sorted(event["involvedObject"]["name"] for event in events) == ["lonely", "web-abc12-a"]
     assert {event["reason"] for event in events} == {"IRSAInjectionMissing"}
     assert api.patches() == []
+
+
+def test_a_pass_writes_at_most_its_event_budget_and_the_next_pass_the_rest() -> None:
+    api = FakeApi([pod(f"lonely-{index}", owner=None) for index in range(EVENTS_PER_PASS + 3)])
+    target = reconciler(api, "report")
+    run(target)
+    assert len(api.events()) == EVENTS_PER_PASS
+    run(target)
+    assert len(api.events()) == EVENTS_PER_PASS + 3
 
 
 def test_report_mode_never_restarts() -> None:
