@@ -38,14 +38,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        length = _content_length(bytes(self._buffer[:end]))
-        if len(self._buffer) < end + 4 + length:
+        length = response_length(self._buffer)
+        if length is None:
             return
         status = int(self._buffer[9:12])
-        del self._buffer[: end + 4 + length]
+        del self._buffer[:length]
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(status)
 
@@ -56,12 +53,33 @@ class _Connection(asyncio.Protocol):
         return await self._waiter
 
 
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
+def response_length(buffer: bytes | bytearray) -> int | None:
+    """The length of the complete HTTP/1.1 response at the start of ``buffer``, or None while
+    it is incomplete. Bodies framed by Content-Length and chunked bodies (any webhook may
+    stream its answer) are both understood."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    headers = {}
+    for line in bytes(buffer[:end]).split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
+        headers[name.strip().lower()] = value.strip().lower()
+    position = end + 4
+    if b"chunked" not in headers.get(b"transfer-encoding", b""):
+        length = position + int(headers.get(b"content-length", b"0"))
+        return length if len(buffer) >= length else None
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        size = int(bytes(buffer[position:line_end]).split(b";", 1)[0], 16)
+        if size == 0:
+            # The last chunk; trailers (usually none) end with an empty line.
+            trailers_end = buffer.find(b"\r\n\r\n", line_end)
+            return trailers_end + 4 if trailers_end >= 0 else None
+        position = line_end + 2 + size + 2
+        if len(buffer) < position:
+            return None
 
 
 def _requests(host: str, path: str, bodies: list[bytes]) -> list[bytes]:

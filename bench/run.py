@@ -29,6 +29,8 @@ from bench import reviews
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+SERVE_PYTHON = sys.executable
+"""The interpreter of the servers under test; ``--serve-python`` (a runtime-only venv)."""
 WEBHOOK_NAME = "irsa-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -106,7 +108,7 @@ class Server:
                         return time.perf_counter() - self.started
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.05)
+                time.sleep(0.01)
         raise RuntimeError(f"{self.name} never became ready")
 
     @property
@@ -129,7 +131,7 @@ def start_webhook(
     entry = (
         [PYTHON, "-m", "bench.profiled", str(profile)]
         if profile
-        else [str(Path(PYTHON).parent / "irsa-webhook")]
+        else [str(Path(SERVE_PYTHON).parent / "irsa-webhook")]
     )
     command = [
         *entry,
@@ -151,7 +153,7 @@ def start_floor(pki: Pki, work: Path, parse: bool = False) -> Server:
     port = free_port()
     name = "parse-floor" if parse else "floor"
     command = [
-        PYTHON, "-m", "bench.floor",
+        SERVE_PYTHON, "-m", "bench.floor",
         "--port", str(port),
         "--tls-cert", pki.cert,
         "--tls-key", pki.key,
@@ -616,27 +618,89 @@ def profile(plane: Path, work: Path, seconds: float) -> None:
     print(out.read_text())
 
 
+def startup(plane: Path, work: Path, rounds: int) -> dict[str, float]:
+    """Process start to /readyz 200 (the webhook: cache synced with 1,000 ServiceAccounts) and
+    RSS idle 1 s later, webhook and floor started alternately, ``rounds`` times each; medians.
+
+    The floor for these two is ``bench.floor``: uvicorn + FastAPI and the webhook's TLS and
+    server settings, importing nothing else, answering /readyz as soon as it listens.
+    """
+    ensure_service_accounts(read_env(plane / "env"), 1000)
+    pki = Pki(work)
+    runs: dict[str, dict[str, list[float]]] = {
+        name: {"startup_s": [], "startup_cpu_s": [], "rss_mb": []} for name in ("webhook", "floor")
+    }
+    for round_ in range(rounds):
+        order = ["webhook", "floor"] if round_ % 2 == 0 else ["floor", "webhook"]
+        for name in order:
+            server = (
+                start_webhook(plane, pki, work, tag="webhook-startup")
+                if name == "webhook"
+                else start_floor(pki, work)
+            )
+            try:
+                # CPU seconds to ready: what the start costs on an idle machine, less sensitive
+                # than the wall clock to the other processes on these two cores.
+                runs[name]["startup_cpu_s"].append(cpu_seconds(server.pid))
+                time.sleep(1.0)
+                runs[name]["startup_s"].append(server.ready_after)
+                runs[name]["rss_mb"].append(rss_mb(server.pid))
+            finally:
+                server.stop()
+    figures = {
+        f"{key}{'' if name == 'webhook' else '_floor'}": statistics.median(values)
+        for name, columns in runs.items()
+        for key, values in columns.items()
+    }
+    print(f"\nstart-up and idle memory ({rounds} starts each, alternating; medians)")
+    for name, columns in runs.items():
+        starts = ", ".join(f"{value:.2f}" for value in columns["startup_s"])
+        cpu = ", ".join(f"{value:.2f}" for value in columns["startup_cpu_s"])
+        rss = ", ".join(f"{value:.1f}" for value in columns["rss_mb"])
+        print(f"  {name:<8} ready after s: {starts}; CPU s to ready: {cpu}; RSS MB: {rss}")
+    print(
+        f"  webhook/floor: start-up {figures['startup_s'] / figures['startup_s_floor']:.2f}x "
+        f"(CPU {figures['startup_cpu_s'] / figures['startup_cpu_s_floor']:.2f}x), "
+        f"RSS {figures['rss_mb'] / figures['rss_mb_floor']:.2f}x"
+    )
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--plane", required=True, type=Path, help="hack/control-plane.sh DIR")
     parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--mode", choices=("bench", "scale", "profile"), default="bench")
+    parser.add_argument("--mode", choices=("bench", "scale", "profile", "startup"), default="bench")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--serve-python", default=sys.executable, help="runs the servers")
     args = parser.parse_args()
+    global SERVE_PYTHON
+    SERVE_PYTHON = args.serve_python
     if args.mode == "profile":
         profile(args.plane, args.work, 10.0)
         return 0
     if args.mode == "scale":
         scale(args.plane, args.work, [int(s) for s in args.sizes.split(",")], args.rate)
         return 0
+    started = startup(args.plane, args.work, 3 if args.quick else 5)
+    if args.mode == "startup":
+        return 0
     webhook, pki, ratio, p99, rps = side_by_side(args.plane, args.work, args.quick, args.rate)
     try:
         end_to_end(args.plane, webhook, pki, args.work, 50 if args.quick else 300)
     finally:
         webhook.stop()
-    print(f"RESULT throughput_ratio={ratio:.3f} p99_ms={p99:.2f} rps={rps:.0f}")
+    print(
+        f"RESULT throughput_ratio={ratio:.3f} p99_ms={p99:.2f} rps={rps:.0f} "
+        f"startup_s={started['startup_s']:.2f} startup_floor_s={started['startup_s_floor']:.2f} "
+        f"startup_ratio={started['startup_s'] / started['startup_s_floor']:.2f} "
+        f"startup_cpu_s={started['startup_cpu_s']:.2f} "
+        f"startup_cpu_floor_s={started['startup_cpu_s_floor']:.2f} "
+        f"rss_mb={started['rss_mb']:.1f} rss_floor_mb={started['rss_mb_floor']:.1f} "
+        f"rss_ratio={started['rss_mb'] / started['rss_mb_floor']:.2f}"
+    )
     return 0
 
 

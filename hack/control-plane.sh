@@ -29,9 +29,13 @@
 #
 # Environment: IRSA_CACHE_DIR (binary cache), IRSA_READY_TIMEOUT (s, default 90),
 # IRSA_APISERVER_V (klog verbosity, default 1),
-# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags),
+# IRSA_APISERVER_EXTRA_ARGS (space-separated extra kube-apiserver flags; kept in
+# DIR/apiserver.args for restarts while unset),
 # IRSA_APISERVER_ADDRESS (the one address it binds and advertises, default 127.0.0.1;
-# the node sets it to its host-side veth address, kept in DIR/env for restarts).
+# the node sets it to its host-side veth address, kept in DIR/env for restarts),
+# IRSA_SA_ISSUER (the --service-account-issuer tokens get, default the API server's own URL,
+# which stays accepted; the lab sets an https URL it serves; jwks_uri = issuer/openid/v1/jwks;
+# kept in DIR/env for restarts while unset; set and empty goes back to the default).
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=control-plane.sh
@@ -237,6 +241,10 @@ EOF
   WEBHOOK_TOKEN="$(awk -F, '$2 == "irsa-webhook" {print $1}' "${DIR}/tokens.csv")"
 }
 
+# sa_issuer URL: the service-account issuer of an API server at URL.
+sa_issuer() { echo "${SA_ISSUER_OVERRIDE:-$1}"; }
+sa_jwks_uri() { local issuer; issuer="$(sa_issuer "$1")"; echo "${issuer%/}/openid/v1/jwks"; }
+
 # Read the ports etc. of a previous start, if any.
 load_env() {
   ETCD_PORT="" APISERVER_PORT="" ADMIN_TOKEN="" APISERVER_ADDRESS="${IRSA_APISERVER_ADDRESS:-}"
@@ -244,6 +252,16 @@ load_env() {
     APISERVER_ADDRESS="$(sed -n 's/^APISERVER_ADDRESS=//p' "${DIR}/env")"
   fi
   APISERVER_ADDRESS="${APISERVER_ADDRESS:-127.0.0.1}"
+  SA_ISSUER_OVERRIDE="${IRSA_SA_ISSUER:-}"
+  if [[ -z "${IRSA_SA_ISSUER+set}" && -f "${DIR}/env" ]]; then
+    SA_ISSUER_OVERRIDE="$(sed -n 's/^IRSA_SA_ISSUER=//p' "${DIR}/env")"
+    [[ "${SA_ISSUER_OVERRIDE}" != "''" ]] || SA_ISSUER_OVERRIDE=""
+  fi
+  # The extra flags of the last start, so that a restart (start-apiserver) keeps them.
+  APISERVER_EXTRA_ARGS="${IRSA_APISERVER_EXTRA_ARGS:-}"
+  if [[ -z "${IRSA_APISERVER_EXTRA_ARGS+set}" && -f "${DIR}/apiserver.args" ]]; then
+    APISERVER_EXTRA_ARGS="$(cat "${DIR}/apiserver.args")"
+  fi
   if [[ -f "${DIR}/env" ]]; then
     ETCD_PORT="$(sed -n 's/^ETCD_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
     APISERVER_PORT="$(sed -n 's/^APISERVER_PORT=\([0-9]*\)$/\1/p' "${DIR}/env")"
@@ -292,8 +310,9 @@ EOF
       KUBECONFIG "${DIR}/kubeconfig" \
       CA_CERT "${DIR}/ca.crt" \
       CA_KEY "${DIR}/ca.key" \
-      SA_ISSUER "${url}" \
-      SA_JWKS_URI "${url}/openid/v1/jwks" \
+      SA_ISSUER "$(sa_issuer "${url}")" \
+      SA_JWKS_URI "$(sa_jwks_uri "${url}")" \
+      IRSA_SA_ISSUER "${SA_ISSUER_OVERRIDE}" \
       SA_SIGNING_KEY "${DIR}/sa.key" \
       KUBECTL "${BIN_DIR}/kubectl" \
       HELM "${BIN_DIR}/helm" \
@@ -334,7 +353,11 @@ start_etcd() {
 # start_apiserver PORT: 0 = ready, 2 = port in use, 1 = other failure.
 start_apiserver() {
   local port="$1" url="https://${APISERVER_ADDRESS}:$1" pid t0 extra=()
-  read -r -a extra <<<"${IRSA_APISERVER_EXTRA_ARGS:-}"
+  read -r -a extra <<<"${APISERVER_EXTRA_ARGS}"
+  printf '%s\n' "${APISERVER_EXTRA_ARGS}" >"${DIR}/apiserver.args"
+  # Tokens get the first issuer; the API server's own URL stays accepted after a switch.
+  local issuers=(--service-account-issuer="$(sa_issuer "${url}")")
+  if [[ -n "${SA_ISSUER_OVERRIDE}" ]]; then issuers+=(--service-account-issuer="${url}"); fi
   t0="$(now_ms)"
   launch apiserver "${TESTENV_BIN_DIR}/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
@@ -345,8 +368,8 @@ start_apiserver() {
     --tls-private-key-file="${DIR}/apiserver.key" \
     --token-auth-file="${DIR}/tokens.csv" \
     --authorization-mode=RBAC \
-    --service-account-issuer="${url}" \
-    --service-account-jwks-uri="${url}/openid/v1/jwks" \
+    "${issuers[@]}" \
+    --service-account-jwks-uri="$(sa_jwks_uri "${url}")" \
     --service-account-key-file="${DIR}/sa.pub" \
     --service-account-signing-key-file="${DIR}/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \

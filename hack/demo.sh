@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The README's first command: a real kube-apiserver, the webhook registered with it, and an
-# annotated ServiceAccount's pod created with kubectl, its injected credentials printed.
+# The README's first command. On a machine that can run a node (Linux, root, cgroups, overlayfs):
+# a real single-node cluster, the Helm chart installed with the image built from this checkout,
+# and a pod of an annotated ServiceAccount that runs and prints what it sees (its AWS env and its
+# token's claims) (hack/demo-node.sh); then the offline IRSA lab (hack/demo-lab.sh, docs/lab.md)
+# and a pod that reads an S3 object through its ServiceAccount's IAM role, its credentials from a
+# validating STS. Elsewhere it says why in one line and shows the API-server-only demo: the
+# webhook run locally, registered with a real kube-apiserver, and the stored pod's injected fields.
 # Usage: hack/demo.sh [--keep]
-#   --keep  leave the control plane and the webhook running and print how to use them
+#   --keep  leave the lab (or the control plane and the webhook) running and print how to use it
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
@@ -18,6 +23,13 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 DEMO="${IRSA_DEMO_DIR:-${REPO}/.cache/demo}"
 mkdir -p "${DEMO}"
+
+if reason="$(PYTHONPATH=hack python3 -m localnode preflight)"; then
+  # One node at a time on a host: the first demo's node is stopped before the lab starts its own.
+  hack/demo-node.sh false
+  exec hack/demo-lab.sh "$@"
+fi
+say "no node on this machine (${reason}): the API-server-only demo"
 
 say "installing Python dependencies, building kube-apiserver and etcd when missing"
 hack/bootstrap.sh

@@ -16,7 +16,7 @@
 # The service-account signing key is generated once and reused by every cluster made from it, so
 # the issuer's public keys stay the same: publish the discovery document and JWKS under
 # IRSA_KIND_ISSUER once (for example in S3) and IAM keeps trusting clusters you recreate.
-# The chart generates its own serving certificate here, so nothing else (cert-manager) is installed.
+# The webhook manages its own serving certificate (the chart's default): no cert-manager needed.
 set -euo pipefail
 
 IRSA_SCRIPT_NAME=kind.sh

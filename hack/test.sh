@@ -19,8 +19,8 @@ fi
 hack/bootstrap.sh
 
 echo "[test] ruff" >&2
-.venv/bin/ruff check src tests bench hack/localnode
-.venv/bin/ruff format --check src tests bench hack/localnode
+.venv/bin/ruff check src tests bench hack/lab hack/localnode
+.venv/bin/ruff format --check src tests bench hack/lab hack/localnode
 echo "[test] mypy --strict" >&2
 .venv/bin/mypy
 echo "[test] import layers (lint-imports)" >&2

@@ -6,7 +6,8 @@ trustme certificate for ``localhost`` and ``127.0.0.1``; ``MotoServer.env`` is w
 ``AWS_ENDPOINT_URL``, ``AWS_CA_BUNDLE``, static test credentials and a region. Nothing here mocks
 boto3: every call crosses a socket, as against AWS.
 
-Run as a module (``python tests/aws_emulator.py HOST PORT CERT KEY``) it is the server itself:
+Run as a module (``python tests/aws_emulator.py HOST PORT [CERT KEY]``, plain http without a
+certificate, as the lab runs it for pods that have no CA bundle) it is the server itself:
 moto 5.2 lacks ``AddClientIDToOpenIDConnectProvider`` and ``RemoveClientIDFromOpenIDConnect
 Provider`` (it answers an HTML 500), so this entry point adds those two IAM actions to moto's
 own IAM backend before serving, as the IAM API reference describes them (idempotent add and
@@ -197,5 +198,5 @@ if __name__ == "__main__":
 
     _add_client_id_actions()
     _route_issuer_reads_to_s3()
-    host, port, cert, key = sys.argv[1:5]
-    server.main(["-H", host, "-p", port, "-c", cert, "-k", key])
+    host, port, *tls = sys.argv[1:5]
+    server.main(["-H", host, "-p", port, *(["-c", tls[0], "-k", tls[1]] if tls else [])])

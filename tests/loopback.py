@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import trustme
+import uvicorn
 from cryptography import x509
 
 from irsa_webhook.app import WebhookState
@@ -77,11 +78,18 @@ def run_server(
 ) -> Iterator[RunningServer]:
     """Serve ``app`` with the production uvicorn configuration on a free loopback port."""
     settings = settings or ServerSettings(bind_address="127.0.0.1", port=0, metrics_port=0)
+    server = HttpServer(uvicorn_config(app, settings, 0, context))
+    with serve_in_thread(server) as (port, thread):
+        yield RunningServer(server, port, thread)
+
+
+@contextmanager
+def serve_in_thread(server: uvicorn.Server) -> Iterator[tuple[int, threading.Thread]]:
+    """Run ``server`` in a thread on a free loopback port until the block ends."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = HttpServer(uvicorn_config(app, settings, port, context))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -90,7 +98,7 @@ def run_server(
             raise RuntimeError("the loopback server did not start")
         time.sleep(0.01)
     try:
-        yield RunningServer(server, port, thread)
+        yield port, thread
     finally:
         server.should_exit = True
         thread.join(timeout=10)

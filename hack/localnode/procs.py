@@ -33,7 +33,10 @@ def alive(pid: int, marker: str) -> bool:
     """PID runs (not a zombie) and its command line mentions MARKER (the cluster directory)."""
     if _state(pid) in (None, "Z", "X"):
         return False
-    return any(marker in part for part in cmdline(pid))
+    parts = cmdline(pid)
+    # Empty while the process is between fork and exec or inside an exec (unshare and nsenter
+    # exec what they run): it is still ours then.
+    return not parts or any(marker in part for part in parts)
 
 
 def describe(pid: int) -> str:
@@ -118,6 +121,7 @@ def pids_with(marker: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             pid = int(entry.name)
-            if alive(pid, marker):
+            # Only a command line that names MARKER: never a process caught inside an exec.
+            if _state(pid) not in (None, "Z", "X") and any(marker in p for p in cmdline(pid)):
                 found.append(pid)
     return found

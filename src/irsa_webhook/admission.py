@@ -9,7 +9,7 @@ so the webhook's ``failurePolicy`` decides; the webhook itself never denies a po
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,8 @@ def pod_shape_problem(pod: Mapping[str, Any]) -> str | None:
             continue
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             return f"spec.{list_name} must be a list of objects"
+        if not _names_are_strings(items):
+            return f"spec.{list_name}[].name must be a string"
     for list_name in ("containers", "initContainers"):
         for container in spec.get(list_name) or []:
             for field_name in ("env", "volumeMounts"):
@@ -144,7 +146,14 @@ def pod_shape_problem(pod: Mapping[str, Any]) -> str | None:
                     isinstance(entries, list) and all(isinstance(e, dict) for e in entries)
                 ):
                     return f"spec.{list_name}[].{field_name} must be a list of objects"
+                if not _names_are_strings(entries or ()):
+                    return f"spec.{list_name}[].{field_name}[].name must be a string"
     return _affinity_problem(spec.get("affinity"))
+
+
+def _names_are_strings(items: Iterable[Mapping[str, Any]]) -> bool:
+    """Names are looked up in sets and dicts: a list or object there would be unhashable."""
+    return all(isinstance(item.get("name", ""), str) for item in items)
 
 
 def _affinity_problem(affinity: Any) -> str | None:

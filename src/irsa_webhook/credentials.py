@@ -15,12 +15,13 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
+from irsa_webhook.tls import load_cert_chain_data
 
 logger = logging.getLogger(__name__)
 
@@ -275,24 +276,6 @@ def _expiry(value: Any, config: ExecConfig) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
-
-
-def load_cert_chain_data(context: ssl.SSLContext, certificate: bytes, key: bytes) -> None:
-    """``context.load_cert_chain`` for PEM held in memory: ``ssl`` reads only files, so the pair
-    passes through anonymous in-memory files (the key never reaches a disk)."""
-    with _memory_file(certificate) as cert_path, _memory_file(key) as key_path:
-        context.load_cert_chain(cert_path, key_path)
-
-
-@contextmanager
-def _memory_file(data: bytes) -> Iterator[str]:
-    descriptor = os.memfd_create("irsa-webhook-credential", os.MFD_CLOEXEC)
-    try:
-        with os.fdopen(descriptor, "wb", closefd=False) as file:
-            file.write(data)
-        yield f"/proc/self/fd/{descriptor}"
-    finally:
-        os.close(descriptor)
 
 
 def basic_authorization(username: str, password: str) -> str:

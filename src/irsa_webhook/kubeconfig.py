@@ -32,8 +32,8 @@ from irsa_webhook.credentials import (
     StaticCredentials,
     TokenFile,
     basic_authorization,
-    load_cert_chain_data,
 )
+from irsa_webhook.tls import load_cert_chain_data
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from cryptography import x509
+
 from irsa_webhook import pki
 from irsa_webhook.cache import ListWatchApi, Reflector
 from irsa_webhook.kubeapi import ApiError
@@ -234,13 +236,14 @@ class SelfManagedCertificate:
         if certificate_pem == self._served:
             return
         try:
-            certificate = load_pem_pair(self._context, certificate_pem, bundle.key_pem)
+            load_pem_pair(self._context, certificate_pem, bundle.key_pem)
         except CertificateError as exc:
             # read_bundle checked the pair; this is OpenSSL refusing it, which retrying won't fix.
             logger.error("self-managed certificate: %s", exc)
             if self._metrics is not None:
                 self._metrics.certificate_reloads.labels("error").inc()
             return
+        certificate = x509.load_pem_x509_certificate(certificate_pem)
         self._served = certificate_pem
         self.loaded = True
         self.not_after = certificate.not_valid_after_utc.timestamp()

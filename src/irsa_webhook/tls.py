@@ -16,11 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
+from irsa_webhook.certinfo import read_certificate
 from irsa_webhook.config import ConfigError
 from irsa_webhook.metrics import Metrics
 
@@ -112,40 +109,37 @@ def _state(path: str) -> _FileState | None:
     return _FileState(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def _spki(public_key: Any) -> bytes:
-    return bytes(
-        public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+def load_pem_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load a key pair held in memory into the live ``context``.
 
-
-def _check_pair(certificate: x509.Certificate, key: Any) -> None:
-    # OpenSSL installs the certificate before it checks the key, so a mismatched pair loaded
-    # into the live context would break every handshake: check it first.
-    if _spki(certificate.public_key()) != _spki(key.public_key()):
-        raise ValueError("the private key does not belong to the certificate")
-
-
-def load_pem_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> x509.Certificate:
-    """Load a key pair held in memory into the live ``context``; returns the certificate.
-
-    ``load_cert_chain`` only reads files, so the pair passes through anonymous in-memory files
-    (memfd): the key never reaches a disk, and a read-only root filesystem is no obstacle.
     Raises ``CertificateError`` when the pair is unusable; ``context`` then keeps what it had.
     """
     try:
-        certificate = x509.load_pem_x509_certificate(cert_pem)
-        _check_pair(certificate, serialization.load_pem_private_key(key_pem, password=None))
         with _memory_file(cert_pem) as cert_path, _memory_file(key_pem) as key_path:
+            _check_pair(cert_path, key_path)
             context.load_cert_chain(cert_path, key_path)
-    except (OSError, ValueError, TypeError, ssl.SSLError) as exc:
+    except (OSError, ValueError, ssl.SSLError) as exc:
         raise CertificateError(f"cannot load the self-managed key pair: {exc}") from None
-    return certificate
+
+
+def load_cert_chain_data(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``context.load_cert_chain`` for PEM held in memory (a client certificate, say)."""
+    with _memory_file(cert_pem) as cert_path, _memory_file(key_pem) as key_path:
+        context.load_cert_chain(cert_path, key_path)
+
+
+def _check_pair(cert_path: str, key_path: str) -> None:
+    # OpenSSL installs the certificate before it checks the key, so a mismatched pair loaded
+    # into the live context would break every handshake: a scratch context first, where
+    # OpenSSL refuses a key that does not belong to the certificate.
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
 
 
 @contextmanager
 def _memory_file(data: bytes) -> Iterator[str]:
+    """``load_cert_chain`` only reads files: PEM held in memory passes through an anonymous
+    in-memory file (memfd), so a key never reaches a disk and a read-only root filesystem is
+    no obstacle."""
     descriptor = os.memfd_create("irsa-webhook-tls", os.MFD_CLOEXEC)
     try:
         with os.fdopen(descriptor, "wb", closefd=False) as file:
@@ -179,11 +173,8 @@ class CertificateReloader:
         """Load the key pair now; raise ``CertificateError`` saying what is wrong."""
         seen = (_state(self.cert_path), _state(self.key_path))
         try:
-            certificate = x509.load_pem_x509_certificate(Path(self.cert_path).read_bytes())
-            key = serialization.load_pem_private_key(
-                Path(self.key_path).read_bytes(), password=None
-            )
-            _check_pair(certificate, key)
+            certificate = read_certificate(Path(self.cert_path).read_bytes())
+            _check_pair(self.cert_path, self.key_path)
             self.context.load_cert_chain(self.cert_path, self.key_path)
         except FileNotFoundError as exc:
             raise CertificateError(
@@ -196,14 +187,14 @@ class CertificateReloader:
             ) from None
         self._seen = seen
         self.loaded = True
-        self.not_after = certificate.not_valid_after_utc.timestamp()
+        self.not_after = certificate.not_after.timestamp()
         if self.metrics is not None:
             self.metrics.certificate_expiry.set(self.not_after)
         logger.info(
             "serving certificate loaded",
             extra={
-                "subject": certificate.subject.rfc4514_string(),
-                "not_after": certificate.not_valid_after_utc.isoformat(),
+                "subject": certificate.subject,
+                "not_after": certificate.not_after.isoformat(),
             },
         )
 

@@ -3,11 +3,13 @@ server and moto's server; and reading state back with boto3 and kubectl."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -59,3 +61,29 @@ def kubeconfig_with_server(plane: ControlPlane, path: Path, server: str) -> str:
     config["clusters"][0]["cluster"]["server"] = server
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def role_or_none(moto: MotoServer, name: str) -> dict[str, Any] | None:
+    """The IAM role ``name`` as moto has it, or None."""
+    client = moto.client("iam")
+    try:
+        role: dict[str, Any] = client.get_role(RoleName=name)["Role"]
+    except client.exceptions.NoSuchEntityException:
+        return None
+    return role
+
+
+def attached(moto: MotoServer, name: str) -> set[str]:
+    """The managed-policy ARNs attached to role ``name``."""
+    answer = moto.client("iam").list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+    return {policy["PolicyArn"] for policy in answer}
+
+
+def sa_metadata(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ServiceAccount's metadata as kubectl shows it, or None when it does not exist."""
+    result = plane.kubectl("get", "sa", name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    metadata: dict[str, Any] = json.loads(result.stdout)["metadata"]
+    return metadata

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from aws_emulator import MotoServer
-from chain import Outcome, irsa, kubeconfig_with_server
+from chain import Outcome, attached, irsa, kubeconfig_with_server, role_or_none, sa_metadata
 from cluster import ControlPlane, make_namespace
 
 ACCOUNT = "123456789012"
@@ -46,33 +46,8 @@ def iam(moto: MotoServer) -> Any:
     return moto.client("iam")
 
 
-def role_or_none(moto: MotoServer, name: str) -> dict[str, Any] | None:
-    client = iam(moto)
-    try:
-        role: dict[str, Any] = client.get_role(RoleName=name)["Role"]
-    except client.exceptions.NoSuchEntityException:
-        return None
-    return role
-
-
-def attached(moto: MotoServer, name: str) -> set[str]:
-    answer = iam(moto).list_attached_role_policies(RoleName=name)["AttachedPolicies"]
-    return {policy["PolicyArn"] for policy in answer}
-
-
 def tags(moto: MotoServer, name: str) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in iam(moto).list_role_tags(RoleName=name)["Tags"]}
-
-
-def sa_metadata(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
-    result = plane.kubectl(
-        "get", "serviceaccount", name, "-n", namespace, "-o", "json", check=False
-    )
-    if result.returncode != 0:
-        assert "NotFound" in result.stderr, result.stderr
-        return None
-    metadata: dict[str, Any] = json.loads(result.stdout)["metadata"]
-    return metadata
 
 
 def expected_trust(plane: ControlPlane, provider: str, namespace: str, name: str) -> Any:

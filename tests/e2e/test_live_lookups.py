@@ -4,6 +4,7 @@ counted by the API server itself, while the watch and ordinary admissions carry 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import threading
@@ -110,16 +111,23 @@ async def pipelined(webhook: Webhook, bodies: list[bytes]) -> list[dict[str, Any
     port = int(webhook.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
     head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    writer.write(b"".join(head + b"Content-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies))
-    await writer.drain()
     answers = []
-    for _ in bodies:
-        status_and_headers = await reader.readuntil(b"\r\n\r\n")
-        assert status_and_headers.startswith(b"HTTP/1.1 200 "), status_and_headers
-        length = re.search(rb"content-length: (\d+)", status_and_headers, re.IGNORECASE)
-        assert length is not None, status_and_headers
-        answers.append(orjson.loads(await reader.readexactly(int(length.group(1))))["response"])
-    writer.close()
+    try:
+        writer.write(b"".join(head + b"Content-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies))
+        await writer.drain()
+        for _ in bodies:
+            status_and_headers = await reader.readuntil(b"\r\n\r\n")
+            assert status_and_headers.startswith(b"HTTP/1.1 200 "), status_and_headers
+            length = re.search(rb"content-length: (\d+)", status_and_headers, re.IGNORECASE)
+            assert length is not None, status_and_headers
+            body = await reader.readexactly(int(length.group(1)))
+            answers.append(orjson.loads(body)["response"])
+    finally:
+        # Closed before the loop ends, or the transport is left for the collector (a
+        # ResourceWarning, an error under the project's filterwarnings).
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 10)
     return answers
 
 

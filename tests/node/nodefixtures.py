@@ -19,10 +19,14 @@ from nodecluster import NodeCluster, Release, host_differences, host_snapshot, w
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "/node/" in str(item.path):
-            item.add_marker(pytest.mark.node)
-            item.add_marker(pytest.mark.e2e)
+    node_items = [item for item in items if "/node/" in str(item.path)]
+    for item in node_items:
+        item.add_marker(pytest.mark.node)
+        item.add_marker(pytest.mark.e2e)
+    # Last, so that the session's node (torn down at the session's end) runs only while they do,
+    # not beside every other test.
+    others = [item for item in items if "/node/" not in str(item.path)]
+    items[:] = others + node_items
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import jwt
 import pytest
 
 from cluster import REPO
+from localnode import archive
 from nodecluster import NodeCluster, Release, annotated_service_account, webhook_namespace
 
 pytestmark = pytest.mark.timeout(900)
@@ -119,3 +121,27 @@ def test_a_second_node_on_the_same_host_is_refused_and_the_first_keeps_running(
     ready = '{.status.conditions[?(@.type=="Ready")].status}'
     status = node_cluster.kubectl("get", "node", node_cluster.node_name, "-o", f"jsonpath={ready}")
     assert status.stdout == "True"
+
+
+@pytest.mark.usefixtures("node_cluster")  # the same preflight: buildah needs root and Linux
+def test_the_webhook_image_is_the_dockerfiles_user_entrypoint_and_environment() -> None:
+    """The image the node runs is built by buildah from the project's Dockerfile itself; its
+    config says what the Dockerfile's runtime stage says."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "localnode", "images"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "PYTHONPATH": str(REPO / "hack")},
+        check=True,
+    )
+    tars = dict(line.split() for line in listed.stdout.splitlines())
+    config = archive.read_config(Path(tars["localhost/irsa-webhook:dev"]))["config"]
+    assert isinstance(config, dict)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "USER 65532:65532" in dockerfile
+    assert config["User"] == "65532:65532"
+    assert config["Entrypoint"] == ["irsa-webhook"]
+    assert config["Cmd"] == ["serve"]
+    assert "IRSA_WEBHOOK_PORT=8443" in config["Env"]
+    assert any(e.startswith("PATH=/opt/venv/bin:") for e in config["Env"])

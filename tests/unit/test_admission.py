@@ -115,6 +115,18 @@ def test_a_body_that_is_not_a_usable_admission_review_is_a_400(body: bytes, mess
         ({"spec": {"volumes": [None]}}, "spec.volumes must be a list of objects"),
         ({"spec": {"containers": [{"env": {"A": "1"}}]}}, "spec.containers[].env must be a list"),
         ({"spec": {"containers": [{"volumeMounts": ["x"]}]}}, "spec.containers[].volumeMounts"),
+        # Names are looked up in sets: a list there once made the webhook answer 500.
+        ({"spec": {"containers": [{"name": []}]}}, "spec.containers[].name must be a string"),
+        ({"spec": {"initContainers": [{"name": {}}]}}, "spec.initContainers[].name must be"),
+        ({"spec": {"volumes": [{"name": ["aws-iam-token"]}]}}, "spec.volumes[].name must be"),
+        (
+            {"spec": {"containers": [{"name": "a", "env": [{"name": ["AWS_ROLE_ARN"]}]}]}},
+            "spec.containers[].env[].name must be a string",
+        ),
+        (
+            {"spec": {"containers": [{"name": "a", "volumeMounts": [{"name": {}}]}]}},
+            "spec.containers[].volumeMounts[].name must be a string",
+        ),
         (
             {
                 "spec": {

@@ -11,7 +11,13 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from irsa_webhook.cache import ConfigMapSource, ListWatchApi, LookupSkipped, ServiceAccountCache
+from irsa_webhook.cache import (
+    LIST_PAGE_SIZE,
+    ConfigMapSource,
+    ListWatchApi,
+    LookupSkipped,
+    ServiceAccountCache,
+)
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.identity import EMPTY_CONFIG_MAP, ServiceAccountEntry
 from irsa_webhook.kubeapi import ApiError
@@ -208,8 +214,8 @@ def test_the_first_list_reads_every_page_before_the_cache_is_synced() -> None:
         assert entry.role_arn == ROLE
         assert cache.get("b", "two") is not None
         assert api.list_calls == [
-            {"path": SA_LIST, "limit": "500"},
-            {"path": SA_LIST, "limit": "500", "continue": "next-page"},
+            {"path": SA_LIST, "limit": str(LIST_PAGE_SIZE)},
+            {"path": SA_LIST, "limit": str(LIST_PAGE_SIZE), "continue": "next-page"},
         ]
         await until(lambda: len(api.watch_calls) == 1)
         assert api.watch_calls[0] == {
@@ -563,7 +569,8 @@ def test_a_get_slower_than_the_grace_period_gives_none_and_a_later_miss_asks_aga
         # Still in flight: a second miss joins it rather than starting another.
         assert await cache.lookup("a", "late") is None
         assert api.get_calls == [SA_PATH]
-        await asyncio.sleep(0.2)
+        await until(lambda: api.gets_finished == 1)
+        await asyncio.sleep(0)  # the finished GET's done callback forgets it
         api.objects[SA_PATH] = service_account("a", "late", "5", role(ROLE))
         api.get_delay = 0.0
         entry = await cache.lookup("a", "late")
@@ -805,7 +812,7 @@ def test_config_map_entries_follow_its_creation_update_deletion_and_recreation()
         assert api.list_calls[0] == {
             "path": CM_LIST,
             "fieldSelector": "metadata.name=pod-identity-webhook",
-            "limit": "500",
+            "limit": str(LIST_PAGE_SIZE),
         }
         await until(lambda: len(api.watch_calls) == 1)
         assert api.watch_calls[0]["fieldSelector"] == "metadata.name=pod-identity-webhook"

@@ -105,7 +105,9 @@ def canonical(patch: list[Operation]) -> list[Operation]:
     return sorted(patch, key=lambda operation: str(operation["path"]))
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+# No per-example deadline: 200 ms of wall clock is a margin that a shared, loaded machine
+# exceeds (DeadlineExceeded at 259 ms under load 10); the test's timeout still bounds the run.
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pods(), st.sampled_from([IRSA, CC]))
 def test_the_emitted_patch_is_what_a_minimal_diff_of_the_result_gives(
     pod: dict[str, Any], identity: Identity

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +176,21 @@ class Load:
                     self.errors.append(repr(exc))
 
 
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.02)
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def send_half_a_request(tls: ssl.SSLSocket) -> None:
     tls.sendall(
         b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -201,10 +216,12 @@ def test_sigterm_turns_unready_first_answers_every_accepted_request_and_exits_0(
         # The first /readyz after SIGTERM already fails: endpoints drop us during the delay.
         assert probe.get(f"{running.url}/readyz").status_code == 503
         # Load keeps arriving for a while after readiness fails, as it does in a cluster.
-        time.sleep(0.5)
+        answered = len(load.statuses)
+        wait_until(lambda: len(load.statuses) >= answered + 20, 10, "answers after SIGTERM")
         load.stop.set()
     # The in-flight request finishes after the listeners closed and is still answered.
-    time.sleep(max(0.0, signalled + 1.3 - time.monotonic()))
+    wait_until(lambda: refuses_connections(running.port), 10, "the listener closed")
+    assert time.monotonic() - signalled >= 1.0, "the listener closed before --shutdown-delay"
     in_flight.sendall(REVIEW[20:])
     in_flight.settimeout(10)
     head = in_flight.recv(4096)
@@ -222,9 +239,10 @@ def test_sigterm_turns_unready_first_answers_every_accepted_request_and_exits_0(
 def test_a_client_that_never_finishes_does_not_hold_shutdown_past_its_timeout(
     running: Serve,
 ) -> None:
-    with running.connect() as stuck:
+    with running.connect() as stuck, running.client() as probe:
         send_half_a_request(stuck)
-        time.sleep(0.2)
+        # A request sent after it is answered: the server's loop has read the half request.
+        assert probe.get(f"{running.url}/healthz").status_code == 200
         signalled = time.monotonic()
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(timeout=15) == 0
@@ -270,7 +288,13 @@ def test_a_rotated_certificate_is_served_within_the_reload_interval_without_fail
             secret_volume(tmp_path, leaf, generation)
             # Reload interval 0.5 s, plus slack for a loaded 2-core machine.
             assert wait_for_serial(running, serial_of(leaf), 5), f"rotation {generation}"
-        time.sleep(0.3)
+        # Both kinds of client keep going on the last certificate.
+        after = [len(fresh.statuses), len(reused.statuses)]
+        wait_until(
+            lambda: len(fresh.statuses) > after[0] + 5 and len(reused.statuses) > after[1] + 5,
+            10,
+            "answers after the last rotation",
+        )
     for load in (fresh, reused):
         assert load.errors == []
         assert len(load.statuses) > 10

@@ -84,13 +84,13 @@ def read_role(aws: Aws, ref: RoleRef) -> Role | None:
     return Role(actual, dict(trust), {tag["Key"]: tag["Value"] for tag in tags}, boundary)
 
 
-def _attached(aws: Aws, name: str) -> set[str]:
+def attached_policies(aws: Aws, name: str) -> set[str]:
     with aws_errors(f"iam:ListAttachedRolePolicies {name}"):
         pages = aws.iam().get_paginator("list_attached_role_policies").paginate(RoleName=name)
         return {policy["PolicyArn"] for page in pages for policy in page["AttachedPolicies"]}
 
 
-def _inline(aws: Aws, name: str) -> dict[str, Any] | None:
+def inline_policy(aws: Aws, name: str) -> dict[str, Any] | None:
     answer = read_or_none(
         f"iam:GetRolePolicy {name}",
         lambda: aws.iam().get_role_policy(RoleName=name, PolicyName=INLINE_POLICY_NAME),
@@ -170,8 +170,8 @@ def plan_bind(
                 "first, or choose another role"
             )
         current_tags = role.tags
-        attached = _attached(aws, ref.name)
-        inline = _inline(aws, ref.name)
+        attached = attached_policies(aws, ref.name)
+        inline = inline_policy(aws, ref.name)
         if role.trust == desired_trust:
             plan.keep(f"trust policy of {ref.arn} ({binding.bound_to})")
         else:
@@ -309,9 +309,9 @@ def plan_unbind_role(aws: Aws, role: Role, bound_to: str, delete_role: bool) -> 
             f"{TAG_BOUND} is {role.tags.get(TAG_BOUND)!r}); leaving it alone"
         )
     iam = aws.iam()
-    attached = _attached(aws, ref.name)
+    attached = attached_policies(aws, ref.name)
     ours = attached_by_us(role.tags)
-    inline = _inline(aws, ref.name)
+    inline = inline_policy(aws, ref.name)
     if delete_role:
         if role.tags.get(TAG_CREATED) != "true":
             raise BindingError(

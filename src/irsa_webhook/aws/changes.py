@@ -17,7 +17,7 @@ class Change:
     """One line in the imperative: ``create role arn:aws:iam::1:role/x``."""
     apply: Callable[[], None]
     detail: str = ""
-    """Optional lines shown under the summary, such as the diff of a policy."""
+    """Optional lines shown under the summary with ``--dry-run``, such as a policy's diff."""
 
 
 @dataclass
@@ -32,18 +32,22 @@ class Plan:
         self.unchanged.append(what)
 
     def extend(self, other: Plan) -> None:
-        self.changes.extend(other.changes)
+        """Adds ``other``'s changes, each once: two entries in one new namespace both plan to
+        create it, and it must be created once."""
+        planned = {change.summary for change in self.changes}
+        self.changes.extend(c for c in other.changes if c.summary not in planned)
         self.unchanged.extend(other.unchanged)
 
     def carry_out(self, out: TextIO, dry_run: bool) -> None:
-        """Prints each unchanged item and each change; applies the changes unless ``dry_run``."""
+        """Prints each unchanged item and each change; applies the changes unless ``dry_run``
+        (which also prints each change's detail)."""
         for what in self.unchanged:
             print(f"unchanged: {what}", file=out)
         for change in self.changes:
             if not dry_run:
                 change.apply()
             print(f"{'would' if dry_run else 'done'}: {change.summary}", file=out)
-            if change.detail:
+            if change.detail and dry_run:
                 print(change.detail, file=out)
         if not self.changes:
             print("nothing to change", file=out)

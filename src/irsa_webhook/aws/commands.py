@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from irsa_webhook.aws.apply import export_config, plan_apply
 from irsa_webhook.aws.binding import Binding, check_provider, plan_bind, plan_unbind
+from irsa_webhook.aws.clusterconfig import parse_cluster_configs, render_cluster_config
 from irsa_webhook.aws.provider import plan_provider
 from irsa_webhook.aws.publish import object_keys, plan_publish
 from irsa_webhook.aws.roles import (
@@ -32,8 +35,14 @@ def run(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         if arguments.command == "oidc":
             return _publish(arguments, out)
-        action = {"create-provider": _create_provider, "bind": _bind, "unbind": _unbind}
-        return action[arguments.action](arguments, out)
+        action = {
+            "create-provider": _create_provider,
+            "bind": _bind,
+            "unbind": _unbind,
+            "apply": _apply,
+            "export": _export,
+        }
+        return action[arguments.action](arguments, out, err)
     except BindingError as exc:
         raise IssuerError(str(exc)) from None
 
@@ -59,7 +68,7 @@ def resolve_issuer(given: str | None, cluster: Cluster | None) -> str:
     return validate_issuer(cluster_issuer(cluster).issuer)
 
 
-def _create_provider(arguments: argparse.Namespace, out: TextIO) -> int:
+def _create_provider(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     audiences = list(dict.fromkeys(arguments.audience or [DEFAULT_AUDIENCE]))
     if arguments.issuer:
         issuer = validate_issuer(arguments.issuer)
@@ -83,7 +92,7 @@ def _inline_policy(path: str | None) -> dict[str, Any] | None:
     return document
 
 
-def _bind(arguments: argparse.Namespace, out: TextIO) -> int:
+def _bind(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     namespace = check_namespace(arguments.namespace)
     name = check_service_account(arguments.service_account)
     inline = _inline_policy(arguments.inline_policy)
@@ -120,11 +129,41 @@ def _bind(arguments: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _unbind(arguments: argparse.Namespace, out: TextIO) -> int:
+def _unbind(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     namespace = check_namespace(arguments.namespace)
     name = check_service_account(arguments.service_account)
     with Cluster.connect(arguments.kubeconfig) as cluster:
         aws = connect(arguments.profile, arguments.region)
         plan = plan_unbind(aws, cluster, aws.caller(), namespace, name, arguments.delete_role)
         plan.carry_out(out, arguments.dry_run)
+    return 0
+
+
+def _apply(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    path = arguments.filename
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    configs = parse_cluster_configs(text, path)
+    for config in configs:
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=err)
+    if arguments.issuer:
+        validate_issuer(arguments.issuer)
+    region = arguments.region or next((c.region for c in configs if c.region), None)
+    with Cluster.connect(arguments.kubeconfig) as cluster:
+        issuer = resolve_issuer(arguments.issuer, cluster)
+        aws = connect(arguments.profile, region)
+        caller = aws.caller()
+        plan = plan_apply(aws, cluster, caller, issuer, configs, arguments.prune)
+        plan.carry_out(out, arguments.dry_run)
+    return 0
+
+
+def _export(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if arguments.namespace:
+        check_namespace(arguments.namespace)
+    with Cluster.connect(arguments.kubeconfig) as cluster:
+        issuer = resolve_issuer(arguments.issuer, cluster)
+        aws = connect(arguments.profile, arguments.region)
+        config = export_config(aws, cluster, aws.caller(), issuer, arguments.namespace)
+    out.write(render_cluster_config(config))
     return 0

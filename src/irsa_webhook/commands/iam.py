@@ -52,6 +52,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     chain.cluster_and_aws(unbind)
 
+    apply = actions.add_parser(
+        "apply",
+        help="bind every iam.serviceAccounts entry of an eksctl ClusterConfig, on any cluster",
+    )
+    apply.add_argument(
+        "-f", "--filename", required=True, help="the ClusterConfig YAML, - for stdin"
+    )
+    apply.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove what an earlier apply of this config made and it no longer lists",
+    )
+    apply.add_argument("--issuer", help="the issuer URL (default: the cluster's)")
+    chain.cluster_and_aws(apply)
+
+    export = actions.add_parser(
+        "export", help="print the ClusterConfig of what irsa-webhook has bound now"
+    )
+    export.add_argument("--namespace", "-n", help="only this namespace's ServiceAccounts")
+    export.add_argument("--issuer", help="the issuer URL (default: the cluster's)")
+    chain.kubeconfig(export)
+    chain.aws_options(export)
+
 
 def run(arguments: argparse.Namespace) -> int:
     return chain.guarded(arguments, chain.load_aws)
