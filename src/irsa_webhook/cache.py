@@ -1,10 +1,18 @@
 """In-memory copies of the ServiceAccounts and the ``pod-identity-webhook`` ConfigMap.
 
 Admission must not wait on the API server, so both are kept in step by list-then-watch (the
-algorithm kopf uses): a paginated LIST swapped in
-whole, then a WATCH from the list's resourceVersion with bookmarks, resumed from the last version
-seen when the stream ends, and a relist when the server says that version is gone (410). One
-``Reflector`` runs that loop for both kinds of object.
+algorithm kopf uses): a list swapped in whole, then a WATCH from the list's resourceVersion with
+bookmarks, resumed from the last version seen when the stream ends, and a relist when the server
+says that version is gone (410). One ``Reflector`` runs that loop for every kind of object.
+
+The list is streamed where the API server can (client-go's "watch list"): one WATCH with
+``sendInitialEvents``, whose ADDED events are the current objects, up to a bookmark marked
+``k8s.io/initial-events-end``, and which then goes on as the watch. Each object is decoded on its
+own, so the list never holds a page of 500 parsed objects (what such pages leave behind in the
+allocator was 1 MB of the idle memory at 1,000 ServiceAccounts), and it is one request instead of
+one per page: 50,000 ServiceAccounts synced in 0.8 s instead of 1.6 s here. A server that refuses
+the parameters (before Kubernetes 1.27, or with the WatchList feature gate off) gets the
+paginated LIST instead, from then on.
 
 Unlike the reference (docs/reference.md section 4), a cache miss triggers a live GET that
 every concurrent miss for that key shares and that a later miss retries once it has finished, and
@@ -42,9 +50,14 @@ from irsa_webhook.reasons import AdmissionWarning, Reason
 logger = logging.getLogger(__name__)
 
 LIST_PAGE_SIZE = 500
-"""Objects per list page (client-go's default). Smaller pages leave less behind after the first
-list (200: ~1 MB less idle RSS at 1,000 ServiceAccounts) but took a third longer to sync 10,000+
-here, one round trip per page; the start-up peak is one page either way (``_take_page``)."""
+"""Objects per page of a paginated list (client-go's default). Smaller pages leave less behind
+(250: 0.55 MB less idle RSS at 1,000 ServiceAccounts) but synced 50,000 a fifth slower here, one
+round trip per page; the start-up peak is one page either way (``_take_page``)."""
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+"""The annotation of the bookmark that ends a streamed list's initial events."""
+REFUSED_STREAMING = (400, 422)
+"""How an API server refuses ``sendInitialEvents``: unknown before 1.27 (``resourceVersionMatch``
+is then forbidden on a watch), or the WatchList feature gate off. Other errors are retried."""
 BACKOFF_START = 0.1
 BACKOFF_CAP = 30.0
 LOOKUP_FAILURE_LOG_INTERVAL = 10.0
@@ -152,7 +165,8 @@ class Reflector(Generic[T]):
 
     ``parse`` turns each object into what is kept (never the raw object: memory matters at 50k
     ServiceAccounts). ``on_change`` runs after every list and every applied event;
-    ``after_list`` once a list is complete and swapped in. ``run`` loops
+    ``after_list`` once a list is complete and swapped in. ``streaming_list`` lists through a
+    watch with initial events where the server supports it (see the module). ``run`` loops
     until cancelled; it never raises otherwise. ``synced`` is true once a list has completed and
     for as long as the server has been heard from within ``out_of_touch_limit`` (0: forever).
     """
@@ -174,6 +188,7 @@ class Reflector(Generic[T]):
         out_of_touch_limit: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         after_list: Callable[[], object] | None = None,
+        streaming_list: bool = True,
     ) -> None:
         self.items: dict[Key, T] = {}
         """Replaced by a new dict on every list, so readers never see half a list."""
@@ -195,6 +210,7 @@ class Reflector(Generic[T]):
         self._last_contact = metrics.cache_last_contact.labels(source) if metrics else None
         self._on_change = on_change
         self._after_list = after_list
+        self._streaming_list = streaming_list
         self._sleep = sleep
         self._backoff = _Backoff(random)
         self._synced_event = asyncio.Event()
@@ -217,9 +233,12 @@ class Reflector(Generic[T]):
         while True:
             retry_after = None
             try:
-                if self._must_list:
-                    await self._list()
-                await self._watch()
+                if self._must_list and self._streaming_list:
+                    await self._watch(initial_events=True)
+                else:
+                    if self._must_list:
+                        await self._list()
+                    await self._watch()
                 reason = "closed"
                 logger.debug(
                     "watch ended; resuming",
@@ -232,6 +251,10 @@ class Reflector(Generic[T]):
                     extra={"source": self._source, "timeout": self._inactivity_timeout},
                 )
             except ApiError as exc:
+                if exc.status in REFUSED_STREAMING and self._must_list and self._streaming_list:
+                    # The server answered, so list in pages now, without a backoff.
+                    self._stop_streaming("the API server refused a streamed list", exc.message)
+                    continue
                 if exc.status == 410:
                     # The server answered, so it is up: relist now, not after an outage's backoff.
                     # A 410 right after the relist's own watch backs off as usual, though, so a
@@ -281,8 +304,12 @@ class Reflector(Generic[T]):
             if not token:
                 break
             params["continue"] = token
+        self._listed_now(items, str(metadata.get("resourceVersion") or ""))
+
+    def _listed_now(self, items: dict[Key, T], version: str) -> None:
+        """Swap in a complete list, at ``version``; the cache is synced from here on."""
         self.items = items
-        self.resource_version = str(metadata.get("resourceVersion") or "")
+        self.resource_version = version
         self._must_list = False
         self._listed = True
         self._synced_event.set()
@@ -300,7 +327,7 @@ class Reflector(Generic[T]):
             },
         )
         if self._after_list is not None:
-            # The pages and, on a relist, the previous items are garbage by now.
+            # What the list read (pages or events) and a relist's old items are garbage now.
             self._after_list()
 
     def _take_page(self, items: dict[Key, T], page: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -312,17 +339,25 @@ class Reflector(Generic[T]):
         metadata: Mapping[str, Any] = page.get("metadata") or {}
         return metadata
 
-    async def _watch(self) -> None:
+    async def _watch(self, initial_events: bool = False) -> None:
+        """Watch from ``resource_version``; with ``initial_events``, first list through the
+        watch (``_read_initial_events``), then go on watching on the same stream."""
         params = {
             **self._params,
             "watch": "1",
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(int(self._watch_timeout)),
         }
-        if self.resource_version:
+        if initial_events:
+            # No resourceVersion: the initial state is a consistent read, as a LIST's is.
+            params["sendInitialEvents"] = "true"
+            params["resourceVersionMatch"] = "NotOlderThan"
+        elif self.resource_version:
             params["resourceVersion"] = self.resource_version
         stream = self._api.stream(self._path, params)
         try:
+            if initial_events and not await self._read_initial_events(stream):
+                return
             while True:
                 deadline = asyncio.timeout(self._inactivity_timeout)
                 try:
@@ -343,6 +378,46 @@ class Reflector(Generic[T]):
         finally:
             await stream.aclose()
 
+    async def _read_initial_events(self, stream: AsyncGenerator[dict[str, Any], None]) -> bool:
+        """Fill a new dict from a streamed list's events and swap it in whole at the end
+        bookmark; False when the stream ended (or went silent, raising ``_Inactive``) first.
+
+        The events of a list come back to back, tens of thousands of them: instead of a timer
+        per event (a fifth of the sync's CPU), one deadline moves forward once it is within
+        one inactivity timeout, so silence is noticed after one to two of them."""
+        pending: dict[Key, T] = {}
+        loop = asyncio.get_running_loop()
+        limit = self._inactivity_timeout
+        try:
+            async with asyncio.timeout(2 * limit) as deadline:
+                async for event in stream:
+                    if _ends_initial_events(event):
+                        self._listed_now(pending, _version(event))
+                        self._backoff.reset()
+                        self._expired_since_last_event = False
+                        return True
+                    self._apply(event, pending)
+                    when = deadline.when()
+                    if when is not None and when - loop.time() < limit:
+                        deadline.reschedule(loop.time() + 2 * limit)
+        except TimeoutError:
+            if deadline.expired():
+                self._stop_streaming("a streamed list went silent", "")
+                raise _Inactive from None
+            raise
+        self._heard_from_server()
+        self._stop_streaming("a streamed list ended before its last object", "")
+        return False
+
+    def _stop_streaming(self, problem: str, detail: str) -> None:
+        """List in pages from now on: this server cannot stream a list (or did not finish one,
+        which a server that supports it does within its watch timeout)."""
+        self._streaming_list = False
+        logger.info(
+            "listing in pages from now on",
+            extra={"source": self._source, "why": problem, "detail": detail},
+        )
+
     def _heard_from_server(self) -> None:
         """Bookmarks arrive about once a minute on a healthy watch, so an old timestamp here
         means the cache is out of touch; past ``out_of_touch_limit``, ``synced`` turns false."""
@@ -350,7 +425,9 @@ class Reflector(Generic[T]):
         if self._last_contact is not None:
             self._last_contact.set(time.time())
 
-    def _apply(self, event: Mapping[str, Any]) -> None:
+    def _apply(self, event: Mapping[str, Any], pending: dict[Key, T] | None = None) -> None:
+        """Apply one watch event to ``items``, or to ``pending``, the initial state of a streamed
+        list, which nobody reads and whose version comes with its end bookmark."""
         kind = event.get("type")
         obj = event.get("object")
         if not isinstance(obj, dict):
@@ -361,18 +438,32 @@ class Reflector(Generic[T]):
             if not isinstance(code, int):
                 code = 410 if reason in ("Expired", "Gone") else 0
             raise ApiError(code, reason, str(obj.get("message") or ""))
+        items = self.items if pending is None else pending
         if kind in ("ADDED", "MODIFIED"):
-            self.items[_key(obj)] = self._parse(obj)
+            items[_key(obj)] = self._parse(obj)
         elif kind == "DELETED":
-            self.items.pop(_key(obj), None)
+            items.pop(_key(obj), None)
         elif kind != "BOOKMARK":
             logger.debug("ignoring watch event", extra={"source": self._source, "type": kind})
+            return
+        if pending is not None:
             return
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             self.resource_version = str(version)
         if kind != "BOOKMARK" and self._on_change is not None:
             self._on_change()
+
+
+def _ends_initial_events(event: Mapping[str, Any]) -> bool:
+    if event.get("type") != "BOOKMARK":
+        return False
+    metadata = (event.get("object") or {}).get("metadata") or {}
+    return (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true"
+
+
+def _version(event: Mapping[str, Any]) -> str:
+    return str(((event.get("object") or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _key(obj: Mapping[str, Any]) -> Key:

@@ -29,6 +29,12 @@ STREAM_READ_TIMEOUT = 120.0
 """Longest silence on a watch before the connection is treated as dead. The API server sends a
 bookmark about once a minute, so two minutes of nothing means the peer is gone."""
 
+_UNCOMPRESSED = {"Accept-Encoding": "identity"}
+"""For watches. The API server may compress one (it does a streamed list's initial events, whose
+first write is large) as one gzip member per flush, and httpx decodes only the first member: the
+events after it were dropped without an error. Watch events are small and come one at a time;
+compressing them saves little anyway."""
+
 _LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=4)
 """Two long-lived watches and a handful of live GETs; more connections only load the API server."""
 
@@ -177,15 +183,23 @@ class KubeApi:
                 "GET",
                 path,
                 params=params,
+                headers=_UNCOMPRESSED,
                 timeout=self._stream_timeout,
                 extensions=self._extensions,
             ) as response:
                 if response.is_error:
                     await response.aread()
                     raise _status_error(response)
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        yield _decode(line)
+                # One JSON document per line. Split as bytes: a streamed list is tens of
+                # thousands of lines, and httpx's text lines decode and re-split every chunk.
+                partial = b""
+                async for chunk in response.aiter_bytes():
+                    *lines, partial = (partial + chunk).split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield _decode(line)
+                if partial.strip():
+                    yield _decode(partial)
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         except CredentialError as exc:

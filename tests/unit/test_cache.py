@@ -42,7 +42,9 @@ class FakeApi:
 
     Each watch takes the next script from ``watches``: events to send, exceptions to raise,
     ``asyncio.Event`` gates to wait for, ``HANG``. With no script left a watch hangs, as an idle
-    watch does. With no LIST response left a LIST hangs too, so a test never spins.
+    watch does. A streamed list (a watch with ``sendInitialEvents``) takes its script from
+    ``streamed_lists`` and is refused (422) when there is none, so the cache lists in pages.
+    With no LIST response left a LIST hangs too, so a test never spins.
     """
 
     def __init__(
@@ -50,9 +52,12 @@ class FakeApi:
         pages: list[dict[str, Any] | Exception] | None = None,
         watches: list[list[Any]] | None = None,
         objects: dict[str, dict[str, Any]] | None = None,
+        streamed_lists: list[list[Any]] | None = None,
     ) -> None:
         self.pages = list(pages or [])
         self.watches = list(watches or [])
+        self.streamed_lists = list(streamed_lists or [])
+        self.streamed_list_calls: list[dict[str, str]] = []
         self.objects = dict(objects or {})
         self.get_delay = 0.0
         self.get_errors: list[ApiError] = []
@@ -84,8 +89,15 @@ class FakeApi:
     async def stream(
         self, path: str, params: Mapping[str, str] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        self.watch_calls.append({"path": path, **(params or {})})
-        script: list[Any] = self.watches.pop(0) if self.watches else [HANG]
+        if "sendInitialEvents" in (params or {}):
+            # A streamed list. Without a script, refused as by a server with WatchList off.
+            self.streamed_list_calls.append({"path": path, **(params or {})})
+            if not self.streamed_lists:
+                raise ApiError(422, "Invalid", "sendInitialEvents is forbidden for watch")
+            script: list[Any] = self.streamed_lists.pop(0)
+        else:
+            self.watch_calls.append({"path": path, **(params or {})})
+            script = self.watches.pop(0) if self.watches else [HANG]
         self.open_watches += 1
         try:
             for item in script:
@@ -127,6 +139,12 @@ def event(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 def bookmark(version: str) -> dict[str, Any]:
     return event("BOOKMARK", {"kind": "ServiceAccount", "metadata": {"resourceVersion": version}})
+
+
+def initial_events_end(version: str) -> dict[str, Any]:
+    """The bookmark that ends a streamed list's initial events."""
+    metadata = {"resourceVersion": version, "annotations": {"k8s.io/initial-events-end": "true"}}
+    return event("BOOKMARK", {"kind": "ServiceAccount", "metadata": metadata})
 
 
 def expired(code: int | None = 410, reason: str = "Expired") -> dict[str, Any]:
@@ -512,6 +530,154 @@ def test_service_accounts_without_our_annotations_share_one_compact_entry() -> N
         assert plain.role_arn == ""
         assert cache.get("b", "other-tools") is plain
         assert cache.get("c", "ours") is not plain
+
+    run(lambda: running(cache, check))
+
+
+# --- streamed lists ----------------------------------------------------------------------------
+
+
+def test_a_streamed_list_is_served_whole_at_its_end_bookmark_and_goes_on_as_the_watch() -> None:
+    gate = asyncio.Event()
+    api = FakeApi(
+        streamed_lists=[
+            [
+                event("ADDED", service_account("a", "one", "5", role(ROLE))),
+                event("ADDED", service_account("b", "two", "7")),
+                gate,
+                initial_events_end("42"),
+                event("MODIFIED", service_account("a", "one", "43", role(OTHER_ROLE))),
+            ]
+        ]
+    )
+    metrics = Metrics()
+    released: list[set[str]] = []
+
+    def release() -> None:
+        released.append(set(cache.snapshot()))
+
+    cache = new_cache(api, metrics, release_memory=release)
+
+    async def check() -> None:
+        await until(lambda: api.open_watches == 1)
+        await asyncio.sleep(0.01)
+        assert not cache.synced
+        assert len(cache) == 0  # half a list is never served
+        gate.set()
+        await asyncio.wait_for(cache.wait_synced(), 1)
+        await until(lambda: len(api.watch_calls) == 1)
+        entry = cache.get("a", "one")
+        assert entry is not None
+        assert entry.role_arn == OTHER_ROLE  # the event after the bookmark, on the same stream
+        assert cache.get("b", "two") is not None
+        assert api.streamed_list_calls == [
+            {
+                "path": SA_LIST,
+                "watch": "1",
+                "sendInitialEvents": "true",
+                "resourceVersionMatch": "NotOlderThan",
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": "300",
+            }
+        ]
+        assert api.list_calls == []
+        # The stream ended: the watch resumes from the last event's version, no second list.
+        assert api.watch_calls[0]["resourceVersion"] == "43"
+        assert "sendInitialEvents" not in api.watch_calls[0]
+        assert released == [{"a/one", "b/two"}]
+        assert sample(metrics, "irsa_webhook_cache_synced", {"source": "serviceaccounts"}) == 1
+        assert sample(metrics, "irsa_webhook_cache_size", {"source": "serviceaccounts"}) == 2
+
+    run(lambda: running(cache, check))
+
+
+def test_after_a_410_the_list_is_streamed_again_and_replaces_the_items() -> None:
+    api = FakeApi(
+        streamed_lists=[
+            [
+                event("ADDED", service_account("a", "deleted-while-away")),
+                initial_events_end("10"),
+                expired(),
+            ],
+            [
+                event("ADDED", service_account("a", "created-while-away")),
+                initial_events_end("90"),
+                HANG,
+            ],
+        ]
+    )
+    metrics = Metrics()
+    cache = new_cache(api, metrics)
+
+    async def check() -> None:
+        await until(lambda: len(api.streamed_list_calls) == 2 and api.open_watches == 1)
+        await until(lambda: set(cache.snapshot()) == {"a/created-while-away"})
+        assert "resourceVersion" not in api.streamed_list_calls[1]
+        assert api.list_calls == []
+        assert restarts(metrics, "expired") == 1
+
+    run(lambda: running(cache, check))
+
+
+def test_a_streamed_list_cut_short_is_never_served_and_is_streamed_again() -> None:
+    api = FakeApi(
+        streamed_lists=[
+            [event("ADDED", service_account("a", "half")), ApiError(0, "ReadError", "reset")],
+            [
+                event("ADDED", service_account("a", "one")),
+                event("ADDED", service_account("a", "two")),
+                initial_events_end("20"),
+                HANG,
+            ],
+        ]
+    )
+    cache = new_cache(api)
+
+    async def check() -> None:
+        await asyncio.wait_for(cache.wait_synced(), 1)
+        assert set(cache.snapshot()) == {"a/one", "a/two"}
+        assert len(api.streamed_list_calls) == 2
+        assert api.list_calls == []
+
+    run(lambda: running(cache, check))
+
+
+def test_a_server_that_refuses_streamed_lists_is_listed_in_pages_from_then_on() -> None:
+    api = FakeApi(
+        pages=[
+            page([service_account("a", "one")], version="10"),
+            page([service_account("a", "two")], version="90"),
+        ],
+        watches=[[expired()]],
+    )
+    sleeps = Sleeps()
+    cache = new_cache(api, sleep=sleeps)
+
+    async def check() -> None:
+        await until(lambda: len(api.watch_calls) == 2)
+        assert set(cache.snapshot()) == {"a/two"}
+        assert len(api.streamed_list_calls) == 1  # the 410's relist is a paginated one
+        assert len(api.list_calls) == 2
+        assert len(sleeps.delays) == 1  # the 410's; the refusal is answered by listing at once
+
+    run(lambda: running(cache, check))
+
+
+@pytest.mark.parametrize("ending", [[], [HANG]], ids=["ended", "went silent"])
+def test_a_streamed_list_that_never_reaches_its_end_bookmark_falls_back_to_pages(
+    ending: list[Any],
+) -> None:
+    api = FakeApi(
+        streamed_lists=[[event("ADDED", service_account("a", "unfinished")), *ending]],
+        pages=[page([service_account("b", "listed")], version="30")],
+    )
+    cache = new_cache(api, inactivity_timeout=0.05)
+
+    async def check() -> None:
+        await asyncio.wait_for(cache.wait_synced(), 1)
+        assert set(cache.snapshot()) == {"b/listed"}
+        assert len(api.streamed_list_calls) == 1
+        assert len(api.list_calls) == 1
 
     run(lambda: running(cache, check))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import gzip
 import logging
 import socket
 import ssl
@@ -124,6 +125,20 @@ def chunked(chunks: list[bytes], end: bool = True) -> Responder:
 
 def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(scenario())
+
+
+def watched(server: Loopback) -> list[dict[str, Any]]:
+    """Every event of one watch against ``server``, until it ends the stream."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with server:
+            api = KubeApi(server.url)
+            try:
+                return [event async for event in api.stream("/api/v1/serviceaccounts")]
+            finally:
+                await api.aclose()
+
+    return run(scenario)
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -265,17 +280,36 @@ def test_a_watch_yields_one_event_per_line_even_when_lines_span_chunks() -> None
     second = b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"2"}}}\n'
     chunks = [first[:10], first[10:] + second[:5], second[5:]]
 
-    async def scenario() -> list[dict[str, Any]]:
-        async with Loopback([chunked(chunks)]) as server:
-            api = KubeApi(server.url)
-            try:
-                return [event async for event in api.stream("/api/v1/serviceaccounts")]
-            finally:
-                await api.aclose()
-
-    events = run(scenario)
+    events = watched(Loopback([chunked(chunks)]))
     assert [event["type"] for event in events] == ["ADDED", "BOOKMARK"]
     assert events[1]["object"]["metadata"]["resourceVersion"] == "2"
+
+
+def test_a_watch_asks_for_no_compression_and_so_gets_every_event() -> None:
+    """The API server compresses a watch as one gzip member per flush, and httpx decodes only
+    the first: asking for gzip, a watch would have seen the first event and then silence."""
+    lines = [
+        b'{"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"1"}}}\n',
+        b'{"type":"ADDED","object":{"metadata":{"name":"b","resourceVersion":"2"}}}\n',
+        b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"3"}}}\n',
+    ]
+    requests: list[Request] = []
+
+    async def respond(writer: asyncio.StreamWriter) -> None:
+        accepted = requests[-1].headers.get("accept-encoding", "")
+        compress = "gzip" in accepted
+        head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+        writer.write((head + ("Content-Encoding: gzip\r\n" if compress else "") + "\r\n").encode())
+        for line in lines:
+            data = gzip.compress(line) if compress else line
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    events = watched(Loopback([respond], requests=requests))
+    assert [event["object"]["metadata"]["resourceVersion"] for event in events] == ["1", "2", "3"]
+    assert requests[0].headers["accept-encoding"] == "identity"
 
 
 def test_a_silent_watch_connection_fails_after_the_read_timeout() -> None:

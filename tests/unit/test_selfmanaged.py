@@ -56,6 +56,15 @@ class ScriptedApi:
     async def stream(
         self, path: str, params: Mapping[str, str] | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
+        if "sendInitialEvents" in (params or {}):
+            # A streamed list: the objects a LIST would return, then the end bookmark.
+            for item in (await self.get(path, params))["items"]:
+                yield {"type": "ADDED", "object": item}
+            metadata = {
+                "resourceVersion": "1",
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            }
+            yield {"type": "BOOKMARK", "object": {"metadata": metadata}}
         await asyncio.Event().wait()
         yield {}
 
