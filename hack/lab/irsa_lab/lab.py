@@ -50,6 +50,8 @@ ISSUER_PORT = 443
 REGION = "us-east-1"
 WEBHOOK_NAMESPACE = "irsa-lab"
 WEBHOOK_RELEASE = "irsa-lab"
+WEBHOOK_CONFIGURATION = "irsa-lab-irsa-webhook"
+"""The chart's full name for the release: its MutatingWebhookConfiguration and Deployment."""
 NAMESPACE_LABEL = "irsa-lab"
 """Pods of namespaces labelled ``irsa-lab=enabled`` are sent to the lab's webhook."""
 READY_SECONDS = 60.0

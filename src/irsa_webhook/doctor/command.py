@@ -365,7 +365,8 @@ async def _chain(
         ),
     ]
     compared += _aws_spellings(aws)
-    results.append(check_issuer_match(iss, compared))
+    issuer_match = check_issuer_match(iss, compared)
+    results.append(issuer_match)
     results.append(
         check_jwks_kid(
             token.token,
@@ -374,10 +375,10 @@ async def _chain(
             cluster_jwks,
         )
     )
-    results.append(check_provider_exists(aws, iss))
+    results.append(check_provider_exists(aws, iss, issuer_match))
     results.append(check_provider_audience(aws, identity.audience))
     results.append(check_trust_policy(aws, identity.role_arn, token.claims))
-    results.append(check_sts_probe(aws))
+    results.append(check_sts_probe(aws, earlier=results))
     return results
 
 
