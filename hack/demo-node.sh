@@ -41,7 +41,7 @@ echo "webhook pods ready $((SECONDS - started)) s after helm install" >&2
 say "an annotated ServiceAccount, and a pod of it that prints what it sees"
 irsa::demo_service_account "" | "${KUBECTL}" apply -f - >/dev/null
 "${KUBECTL}" -n demo delete pod app --ignore-not-found --wait=true >/dev/null
-"${KUBECTL}" apply -f - >/dev/null <<YAML
+pod_yaml="$(cat <<YAML
 apiVersion: v1
 kind: Pod
 metadata: {name: app, namespace: demo}
@@ -70,6 +70,9 @@ spec:
       import boto3
       print("boto3 %s would call AssumeRoleWithWebIdentity with it" % boto3.__version__)
 YAML
+)"
+irsa::wait_mutated "${KUBECTL}" 180 "${pod_yaml}"
+echo "${pod_yaml}" | "${KUBECTL}" apply -f - >/dev/null
 for _ in $(seq 1 300); do
   phase="$("${KUBECTL}" -n demo get pod app -o jsonpath='{.status.phase}')"
   [[ "${phase}" == Succeeded || "${phase}" == Failed ]] && break

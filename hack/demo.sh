@@ -90,11 +90,7 @@ irsa::demo_service_account irsa-webhook-demo | "${KUBECTL}" apply -f - >/dev/nul
 "${KUBECTL}" -n demo delete pod app --ignore-not-found >/dev/null
 pod_yaml='{"apiVersion":"v1","kind":"Pod","metadata":{"name":"app","namespace":"demo"},
   "spec":{"serviceAccountName":"s3-reader","containers":[{"name":"app","image":"amazon/aws-cli"}]}}'
-for _ in $(seq 1 50); do
-  echo "${pod_yaml}" | "${KUBECTL}" create --dry-run=server -o json -f - 2>/dev/null \
-    | grep -q AWS_ROLE_ARN && break
-  sleep 0.2
-done
+irsa::wait_mutated "${KUBECTL}" 10 "${pod_yaml}"
 echo "${pod_yaml}" | "${KUBECTL}" create -f - >/dev/null
 
 say "what the API server stored for pod demo/app"

@@ -77,3 +77,19 @@ metadata:
     eks.amazonaws.com/sts-regional-endpoints: "true"
 YAML
 }
+
+# irsa::wait_mutated KUBECTL SECONDS POD : until a dry-run create of the pod document POD comes
+# back with AWS_ROLE_ARN, i.e. the API server's call to the webhook answers (a Deployment's
+# status can still show the pods of a node's previous run as available); fails after SECONDS.
+irsa::wait_mutated() {
+  local client="$1" seconds="$2" pod="$3"
+  local deadline=$((SECONDS + seconds))
+  until echo "${pod}" | "${client}" create --dry-run=server -o json -f - 2>/dev/null \
+    | grep -q AWS_ROLE_ARN; do
+    if ((SECONDS >= deadline)); then
+      irsa::log "the webhook did not mutate a dry-run pod within ${seconds} s"
+      return 1
+    fi
+    sleep 0.5
+  done
+}

@@ -105,6 +105,8 @@ def test_the_pod_reads_the_object_and_doctor_passes_every_check(bound: Bound) ->
     assert report["failed"] == set()
     for check in (*CLUSTER_SIDE, *AWS_SIDE):
         assert report["checks"][check]["status"] == "ok", report["checks"][check]
+    # Reached directly (the host routes to the pods): the https port, not the metrics one.
+    assert "verified by the caBundle" in report["checks"]["webhook-reachable"]["evidence"]
     role = bound.scenario.role_arn("lab-s3-reader")
     assumed = role.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
     assert report["checks"]["sts-probe"]["evidence"].startswith(f"assumed {assumed}/")

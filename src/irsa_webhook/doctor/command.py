@@ -286,9 +286,10 @@ async def _webhook_facts(
     service = client_config.get("service")
     if service:
         service_ns, service_name = service.get("namespace", ""), service.get("name", "")
-        target = f"service {service_ns}/{service_name}:{service.get('port', 443)}"
+        service_port = int(service.get("port") or 443)
+        target = f"service {service_ns}/{service_name}:{service_port}"
         try:
-            endpoints = tuple(await ready_endpoints(api, service_ns, service_name))
+            endpoints = tuple(await ready_endpoints(api, service_ns, service_name, service_port))
         except ApiError as exc:
             return WebhookFacts(registration, target, problem=_problem(exc, "its endpoints"))
         if endpoints:

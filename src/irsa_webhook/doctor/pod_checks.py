@@ -266,7 +266,7 @@ def _token_file(spec: Mapping[str, Any], volume: Mapping[str, Any]) -> _TokenFil
         uid = int(fs_user)
         why += f", owned by every container's runAsUser {uid}"
     else:
-        why += ", owned by root (the containers do not share one runAsUser)"
+        why += ", owned by root (no runAsUser that every container shares)"
     if fs_group is not None:
         gid, mode = int(fs_group), mode | 0o440
         why += f", group fsGroup {gid} with group read"
