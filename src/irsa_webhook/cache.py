@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from irsa_webhook.config import CONFIG_MAP_KEY, CONFIG_MAP_NAME, MutationSettings
+from irsa_webhook.heap import release_free_memory
 from irsa_webhook.identity import (
     EMPTY_CONFIG_MAP,
     ConfigMapMappings,
@@ -150,7 +151,8 @@ class Reflector(Generic[T]):
     """Keeps ``items`` equal to the API server's objects at ``path``: list, then watch.
 
     ``parse`` turns each object into what is kept (never the raw object: memory matters at 50k
-    ServiceAccounts). ``on_change`` runs after every list and every applied event. ``run`` loops
+    ServiceAccounts). ``on_change`` runs after every list and every applied event;
+    ``after_list`` once a list is complete and swapped in. ``run`` loops
     until cancelled; it never raises otherwise. ``synced`` is true once a list has completed and
     for as long as the server has been heard from within ``out_of_touch_limit`` (0: forever).
     """
@@ -171,6 +173,7 @@ class Reflector(Generic[T]):
         random: Callable[[], float] = _random.random,
         out_of_touch_limit: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        after_list: Callable[[], object] | None = None,
     ) -> None:
         self.items: dict[Key, T] = {}
         """Replaced by a new dict on every list, so readers never see half a list."""
@@ -191,6 +194,7 @@ class Reflector(Generic[T]):
         # Set on every watch event: the labelled child is looked up once, here.
         self._last_contact = metrics.cache_last_contact.labels(source) if metrics else None
         self._on_change = on_change
+        self._after_list = after_list
         self._sleep = sleep
         self._backoff = _Backoff(random)
         self._synced_event = asyncio.Event()
@@ -295,6 +299,9 @@ class Reflector(Generic[T]):
                 "resource_version": self.resource_version,
             },
         )
+        if self._after_list is not None:
+            # The pages and, on a relist, the previous items are garbage by now.
+            self._after_list()
 
     def _take_page(self, items: dict[Key, T], page: Mapping[str, Any]) -> Mapping[str, Any]:
         """Parse a page into ``items``; returns its list metadata. The page is let go before the
@@ -398,6 +405,7 @@ class ServiceAccountCache:
         lookup_burst: int = LOOKUP_BURST,
         max_lookups_in_flight: int = MAX_LOOKUPS_IN_FLIGHT,
         out_of_touch_limit: float = 0.0,
+        release_memory: Callable[[], object] = release_free_memory,
     ) -> None:
         self._api = api
         self._settings = settings
@@ -421,6 +429,9 @@ class ServiceAccountCache:
             random=random,
             out_of_touch_limit=out_of_touch_limit,
             clock=clock,
+            # A full list of every ServiceAccount is the process's largest transient
+            # allocation: give back what its pages leave free in the heap (``heap``).
+            after_list=release_memory,
         )
 
     @property

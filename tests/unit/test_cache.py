@@ -324,6 +324,34 @@ def test_an_http_410_on_the_watch_makes_the_cache_list_again() -> None:
     run(lambda: running(cache, check))
 
 
+def test_each_complete_list_releases_the_freed_memory_once_its_items_are_in_place() -> None:
+    """The first list and a relist each end with one release, when the pages (and on a relist
+    the previous items) are garbage; the watch's events do not trigger one."""
+    api = FakeApi(
+        pages=[
+            page([service_account("a", "one")], version="10", token="more"),
+            page([service_account("a", "two")], version="11"),
+            page([service_account("a", "three")], version="90"),
+        ],
+        watches=[[event("ADDED", service_account("a", "four", "12")), expired()]],
+    )
+    seen: list[tuple[bool, set[str], int]] = []
+
+    def release() -> None:
+        seen.append((cache.synced, set(cache.snapshot()), len(api.list_calls)))
+
+    cache = new_cache(api, release_memory=release)
+
+    async def check() -> None:
+        await until(lambda: len(api.watch_calls) == 2)
+        assert seen == [
+            (True, {"a/one", "a/two"}, 2),
+            (True, {"a/three"}, 3),
+        ]
+
+    run(lambda: running(cache, check))
+
+
 def test_errors_back_off_exponentially_and_progress_resets_the_backoff() -> None:
     failure = ApiError(500, "InternalError", "etcd is sad")
     api = FakeApi(

@@ -63,6 +63,9 @@ HEAVY_FOR_SERVE = {
     "cryptography": "~8 MB for reading one certificate's expiry and subject (certinfo.py)",
     "yaml": "only a kubeconfig is YAML; it is imported when one is read",
     "jsonpatch": "only mutate applies a patch",
+    "ctypes": "only for malloc_trim, imported after the first list (heap.py)",
+    "irsa_webhook.reconciler": "only with --reconcile on (off by default)",
+    "irsa_webhook.leader": "only with --reconcile on (off by default)",
 }
 
 
@@ -75,3 +78,17 @@ def test_serve_imports_neither_the_kubernetes_client_nor_aws_nor_cryptography() 
         if any(module == name or module.startswith(f"{name}.") for module in loaded)
     }
     assert crept_back == {}
+
+
+def test_the_servers_load_no_websocket_protocol() -> None:
+    """uvicorn would import one (~0.6 MB) at start-up for connections the webhook never gets."""
+    loaded = modules_after(
+        "from irsa_webhook.config import ServerSettings\n"
+        "from irsa_webhook.httpserver import uvicorn_config\n"
+        "config = uvicorn_config(None, ServerSettings(), 0, None)\n"
+        "config.load()\n"
+        "assert config.ws_protocol_class is None"
+    )
+    assert "uvicorn.protocols.http.httptools_impl" in loaded
+    assert not {name for name in loaded if name.startswith(("websockets", "wsproto"))}
+    assert not {name for name in loaded if name.startswith("uvicorn.protocols.websockets")}

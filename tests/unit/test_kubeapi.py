@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import socket
 import ssl
 import sys
+import tracemalloc
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +232,32 @@ def test_the_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> N
 
 
 # --- watch streams -----------------------------------------------------------------------------
+
+
+def test_a_body_is_freed_once_parsed_not_at_the_next_cyclic_collection() -> None:
+    """A list page must not outlive its parsing: httpx keeps a body it read into the response,
+    and the response sits in a reference cycle that only the collector frees."""
+    padding = 2**20
+    body = orjson.dumps({"kind": "ServiceAccountList", "items": [], "padding": "x" * padding})
+
+    async def scenario() -> int:
+        async with Loopback([reply(200, body)]) as server:
+            api = KubeApi(server.url)
+            gc.disable()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                document = await api.get("/api/v1/serviceaccounts")
+                assert len(document["padding"]) == padding
+                del document
+                return tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+                gc.enable()
+                await api.aclose()
+
+    held = run(scenario)
+    assert held < padding // 4, f"{held} bytes still held after the document was let go"
 
 
 def test_a_watch_yields_one_event_per_line_even_when_lines_span_chunks() -> None:
