@@ -26,9 +26,9 @@ from irsa_webhook.doctor.issuer_checks import (
     check_issuer_match,
     check_jwks_kid,
 )
-from irsa_webhook.doctor.pod_checks import WebhookRegistration
 from irsa_webhook.doctor.report import CheckResult, Status, render_json, render_text
 from irsa_webhook.doctor.webhook_check import WebhookFacts, check_webhook_reachable
+from irsa_webhook.registration import WebhookRegistration
 
 ISSUER = "https://oidc.example.com/id/ABC"
 ROLE = "arn:aws:iam::123456789012:role/reader"
