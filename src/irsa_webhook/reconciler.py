@@ -262,8 +262,8 @@ class Reconciler:
         )
 
     async def reconcile_once(self) -> PassReport:
-        """One pass: check every running or pending pod, report, restart. Raises ``ApiError``
-        when the pods cannot be listed."""
+        """One pass: check every running or pending pod the registration sends to the webhook,
+        report, restart. Raises ``ApiError`` when the pods cannot be listed."""
         started = self._clock()
         report = PassReport()
         scope = await self._read_scope(report)
@@ -320,7 +320,8 @@ class Reconciler:
             logger.warning(message, extra={"webhook_configuration": self._configuration})
         else:
             logger.info(
-                "reading the webhook registration again: only the pods it selects count",
+                "the webhook registration is read and has no matchConditions: only the pods it "
+                "sends to the webhook count, and Events and restarts resume",
                 extra={"webhook_configuration": self._configuration},
             )
         self._scope_logged = message

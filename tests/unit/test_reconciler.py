@@ -518,7 +518,7 @@ def test_while_the_registration_cannot_be_read_nothing_is_written_and_the_log_sa
         run(target)
     assert [event["involvedObject"]["name"] for event in api.events()][1:] == ["lonely"]
     assert sample(metrics, "irsa_webhook_reconcile_scope_known") == 1
-    assert any("registration again" in record.getMessage() for record in caplog.records)
+    assert any("restarts resume" in record.getMessage() for record in caplog.records)
 
 
 def test_without_a_registration_name_every_pod_is_counted_and_nothing_written() -> None:
