@@ -2,9 +2,11 @@
 
 Creates N pods in a running control plane (they stay Pending: there is no node, which changes
 nothing for a LIST), most of them stored as the webhook would have mutated them and 1% not, then
-runs report-mode passes in this process with the real ServiceAccount cache, Lease and API
-client. Requests are read from the API server's own ``apiserver_request_total`` before and after
-each pass, by verb and resource; the reconciler's counters are not used for that.
+registers the webhook for that namespace only (pointing nowhere: nothing calls it, the
+reconciler reads it) and runs report-mode passes in this process with the real ServiceAccount
+cache, Lease and API client. Requests are read from the API server's own
+``apiserver_request_total`` before and after each pass, by verb and resource; the reconciler's
+counters are not used for that.
 """
 
 from __future__ import annotations
@@ -37,10 +39,33 @@ from irsa_webhook.kubeapi import KubeApi
 from irsa_webhook.leader import LeaseElector
 from irsa_webhook.metrics import Metrics
 from irsa_webhook.reconciler import Reconciler
+from irsa_webhook.registration import CONFIGURATIONS_PATH, WEBHOOK_NAME
 
 NAMESPACE = "bench-reconcile"
 ROLE = "arn:aws:iam::111122223333:role/bench"
 ANNOTATIONS = {"eks.amazonaws.com/role-arn": ROLE}
+REGISTRATION = {
+    "metadata": {"name": NAMESPACE},
+    "webhooks": [
+        {
+            "name": WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "clientConfig": {"url": "https://127.0.0.1:1/mutate"},
+            "rules": [
+                {
+                    "operations": ["CREATE"],
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "resources": ["pods"],
+                }
+            ],
+            # Not empty, as with the chart's defaults: each pass lists the namespaces too.
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+        }
+    ],
+}
 
 
 class _Empty:
@@ -129,6 +154,10 @@ async def bench(plane: Path, count: int, passes: int) -> None:
     present = len(page.get("items") or ()) + int(page["metadata"].get("remainingItemCount") or 0)
     if present < count:  # a kept plane (IRSA_BENCH_PLANE) may have them from a previous run
         await _create_pods(client, count, missed_every)
+    # Registered after the pods were created, so their creation never waited on it.
+    response = await client.post(CONFIGURATIONS_PATH, json=REGISTRATION)
+    if response.status_code not in (201, 409):
+        raise RuntimeError(f"registering failed: {response.status_code} {response.text}")
 
     api = KubeApi.from_config(env["KUBECONFIG"])
     settings = MutationSettings()
@@ -138,7 +167,7 @@ async def bench(plane: Path, count: int, passes: int) -> None:
     reconciler = Reconciler(
         api,
         settings,
-        ReconcileSettings(mode="report"),
+        ReconcileSettings(mode="report", webhook_configuration=NAMESPACE),
         service_accounts=service_accounts,
         config_map=_Empty(EMPTY_CONFIG_MAP),
         container_credentials=_Empty(EMPTY_CONTAINER_CREDENTIALS),
@@ -164,7 +193,8 @@ async def bench(plane: Path, count: int, passes: int) -> None:
         }
         durations.append(report.seconds)
         print(
-            f"  pass {number}: {report.seconds:.2f} s, {report.pods} pods read, "
+            f"  pass {number}: {report.seconds:.2f} s, {report.pods} pods read "
+            f"({report.not_selected} not selected), "
             f"{len(report.gaps)} missing, Events {dict(report.events)}; "
             f"API server requests: {delta}"
         )
@@ -177,6 +207,7 @@ async def bench(plane: Path, count: int, passes: int) -> None:
             pass
         listing.append(time.monotonic() - started)
     print(f"  median of listing alone (same pages, no checks) {statistics.median(listing):.2f} s")
+    await client.delete(f"{CONFIGURATIONS_PATH}/{NAMESPACE}")
     cache.cancel()
     await asyncio.gather(cache, return_exceptions=True)
     await api.aclose()

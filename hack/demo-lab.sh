@@ -6,15 +6,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
-
-keep=false
-case "${1:-}" in
-  --keep) keep=true ;;
-  "") ;;
-  *) echo "usage: hack/demo.sh [--keep]" >&2; exit 2 ;;
-esac
-
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
+keep="$(irsa::keep_flag "$@")"
+say() { irsa::say "$@"; }
 
 LAB="${IRSA_DEMO_DIR:-${REPO}/.cache/demo}/lab"
 mkdir -p "${LAB}"
@@ -28,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 say "the lab: a single-node cluster whose issuer is https://10.89.0.1/irsa-lab-oidc, moto (IAM, S3), the validating STS, the webhook installed with the chart (first time: ~30 min to build)"
 hack/lab.sh up "${LAB}" >/dev/null
-say "the scenario: oidc publish, iam create-provider, iam bind, then a pod that knows only the lab's STS and S3 endpoints"
+say "the scenario: oidc publish, iam create-provider, iam bind, then a pod that knows only the lab's STS and S3 endpoints; then a pod whose ServiceAccount the role does not trust, and irsa-webhook doctor on it"
 PYTHONPATH="hack/lab:hack" .venv/bin/python -m irsa_lab scenario "${LAB}"
 
 if [[ "${keep}" == true ]]; then

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
 keep="${1:-false}"
-
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
+say() { irsa::say "$@"; }
 
 DEMO="${IRSA_DEMO_DIR:-${REPO}/.cache/demo}"
 CLUSTER="${DEMO}/node-cluster"
@@ -38,21 +39,9 @@ started=${SECONDS}
 echo "webhook pods ready $((SECONDS - started)) s after helm install" >&2
 
 say "an annotated ServiceAccount, and a pod of it that prints what it sees"
-"${KUBECTL}" apply -f - >/dev/null <<'YAML'
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: s3-reader
-  namespace: demo
-  annotations:
-    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/s3-reader
-YAML
+irsa::demo_service_account "" | "${KUBECTL}" apply -f - >/dev/null
 "${KUBECTL}" -n demo delete pod app --ignore-not-found --wait=true >/dev/null
-"${KUBECTL}" apply -f - >/dev/null <<YAML
+pod_yaml="$(cat <<YAML
 apiVersion: v1
 kind: Pod
 metadata: {name: app, namespace: demo}
@@ -81,6 +70,9 @@ spec:
       import boto3
       print("boto3 %s would call AssumeRoleWithWebIdentity with it" % boto3.__version__)
 YAML
+)"
+irsa::wait_mutated "${KUBECTL}" 180 "${pod_yaml}"
+echo "${pod_yaml}" | "${KUBECTL}" apply -f - >/dev/null
 for _ in $(seq 1 300); do
   phase="$("${KUBECTL}" -n demo get pod app -o jsonpath='{.status.phase}')"
   [[ "${phase}" == Succeeded || "${phase}" == Failed ]] && break

@@ -11,15 +11,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
-
-keep=false
-case "${1:-}" in
-  --keep) keep=true ;;
-  "") ;;
-  *) echo "usage: hack/demo.sh [--keep]" >&2; exit 2 ;;
-esac
-
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
+keep="$(irsa::keep_flag "$@")"
+say() { irsa::say "$@"; }
 
 DEMO="${IRSA_DEMO_DIR:-${REPO}/.cache/demo}"
 mkdir -p "${DEMO}"
@@ -91,28 +86,11 @@ webhooks:
 YAML
 
 say "creating an annotated ServiceAccount and a pod with kubectl"
-"${KUBECTL}" apply -f - >/dev/null <<'YAML'
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo, labels: {irsa-webhook-demo: enabled}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: s3-reader
-  namespace: demo
-  annotations:
-    eks.amazonaws.com/role-arn: arn:aws:iam::111122223333:role/s3-reader
-    eks.amazonaws.com/sts-regional-endpoints: "true"
-YAML
+irsa::demo_service_account irsa-webhook-demo | "${KUBECTL}" apply -f - >/dev/null
 "${KUBECTL}" -n demo delete pod app --ignore-not-found >/dev/null
 pod_yaml='{"apiVersion":"v1","kind":"Pod","metadata":{"name":"app","namespace":"demo"},
   "spec":{"serviceAccountName":"s3-reader","containers":[{"name":"app","image":"amazon/aws-cli"}]}}'
-for _ in $(seq 1 50); do
-  echo "${pod_yaml}" | "${KUBECTL}" create --dry-run=server -o json -f - 2>/dev/null \
-    | grep -q AWS_ROLE_ARN && break
-  sleep 0.2
-done
+irsa::wait_mutated "${KUBECTL}" 10 "${pod_yaml}"
 echo "${pod_yaml}" | "${KUBECTL}" create -f - >/dev/null
 
 say "what the API server stored for pod demo/app"

@@ -35,12 +35,12 @@ if ! command -v go >/dev/null 2>&1; then
     "Go modules (hack/testenv). Install Go >= 1.26, or run 'hack/test.sh --unit' locally." >&2
   exit 1
 fi
-echo "[test] building the cluster's binaries and tools when missing (first time: ~30 min)" >&2
+echo "[test] building the cluster's binaries and tools when missing (first time: 6-30 min, by load)" >&2
 hack/build-testenv.sh >/dev/null
 hack/tools.sh >/dev/null
 # The node tests (tests/node) need root and Linux; CI has both and must run them.
 if reason="$(PYTHONPATH=hack python3 -m localnode preflight)"; then
-  echo "[test] node: Debian packages and images when missing (first time: ~10 min)" >&2
+  echo "[test] node: Debian packages and images when missing (first time: 1-10 min, by load)" >&2
   PYTHONPATH=hack python3 -m localnode packages
   PYTHONPATH=hack python3 -m localnode images >/dev/null
 elif [[ -n "${CI:-}" ]]; then

@@ -115,6 +115,9 @@ class ReconcileSettings:
     """The Lease in ``--namespace`` that lets one replica act at a time."""
     lease_duration: float = 15.0
     """Seconds a Lease holder may go without renewing before another replica takes over."""
+    webhook_configuration: str = ""
+    """The MutatingWebhookConfiguration that registers this webhook: only the pods it sends to the
+    webhook are considered. Empty: the scope is unknown, so nothing is written or restarted."""
 
     def __post_init__(self) -> None:
         if self.mode not in RECONCILE_MODES:

@@ -312,6 +312,12 @@ RECONCILE_FLAGS = (
         parse_duration,
         "how long the Lease holds without renewal",
     ),
+    Flag(
+        "--reconcile-webhook-configuration",
+        "webhook_configuration",
+        _str,
+        "MutatingWebhookConfiguration registering this webhook: only pods it sends here count",
+    ),
 )
 
 # Reference flags of the deprecated CSR mode and of klog: accepted so that existing manifests

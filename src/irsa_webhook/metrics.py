@@ -161,6 +161,18 @@ class Metrics:
             "Running or pending pods the last reconcile pass read",
             registry=registry,
         )
+        self.reconcile_pods_not_selected = Gauge(
+            "irsa_webhook_reconcile_pods_not_selected",
+            "Pods the last reconcile pass read but left alone: the webhook registration's "
+            "rules, namespaceSelector or objectSelector do not send them to the webhook",
+            registry=registry,
+        )
+        self.reconcile_scope_known = Gauge(
+            "irsa_webhook_reconcile_scope_known",
+            "1 when the last reconcile pass read the webhook registration (and the namespaces "
+            "its selector needs); 0: it counted with an older or no scope, and wrote nothing",
+            registry=registry,
+        )
         self.reconcile_events = Counter(
             "irsa_webhook_reconcile_events",
             "Events about pods that missed their injection, by result (created, exists, error)",
@@ -176,7 +188,8 @@ class Metrics:
         )
         self.reconcile_held = Gauge(
             "irsa_webhook_reconcile_restarts_held",
-            "1 while restarts are held, by reason (webhook-not-ready, recent-unmutated-pods)",
+            "1 while restarts are held, by reason (webhook-not-ready, registration-unreadable, "
+            "match-conditions, recent-unmutated-pods)",
             ["reason"],
             registry=registry,
         )

@@ -4,14 +4,24 @@ The webhook acts only when a pod is created. A pod created while the API server 
 (``failurePolicy: Ignore`` admits it anyway), before its ServiceAccount was annotated, or before the
 role changed, runs without the right identity and nothing says so. Every ``--reconcile-interval``
 the replica holding the Lease (``leader``) reads the running and pending pods and asks ``drift``
-what the webhook would still inject into each.
+what the webhook would still inject into each of those the API server sends to the webhook: the
+registration's rules, ``namespaceSelector`` and ``objectSelector`` decide that (``registration``),
+not the ServiceAccount alone. A kube-system pod of an annotated ServiceAccount, excluded by the
+chart, did not miss anything.
 
-Cost to the API server: one paginated LIST of pods per pass (``limit=500``, field selector
-``status.phase!=Succeeded,status.phase!=Failed``, all namespaces), each page checked and dropped,
-so memory stays at one page; no watch, so no pod is held between passes. Kubernetes serves such
-lists from its watch cache. Plus one POST per Event (at most ``EVENTS_PER_PASS`` per pass, each pod
-once) and, in restart mode, a GET and a PATCH per restarted owner. ``docs/reconciler.md`` has the
-figures at 10k pods.
+Cost to the API server: a GET of the registration and, when its namespaceSelector is not empty,
+one LIST of namespaces (``limit=500``); then one paginated LIST of pods per pass (``limit=500``,
+field selector ``status.phase!=Succeeded,status.phase!=Failed``, all namespaces), each page checked
+and dropped, so memory stays at one page; no watch, so no pod is held between passes. Kubernetes
+serves such lists from its watch cache. Plus one POST per Event (at most ``EVENTS_PER_PASS`` per
+pass, each pod once) and, in restart mode, a GET and a PATCH per restarted owner.
+``docs/reconciler.md`` has the figures at 10k pods.
+
+While the registration cannot be read, the pass still counts (with the scope last read, or every
+pod) but writes no Event and restarts nothing: an unknown scope must not produce Events or
+restarts that the registration would have ruled out. The registration's ``matchConditions`` are
+CEL, which only the API server evaluates: pods they exclude are still counted and reported, and
+restart mode holds every restart (such a pod's fresh replacements would miss the injection again).
 
 In ``restart`` mode the owning Deployment, StatefulSet or DaemonSet is rolled as ``kubectl rollout
 restart`` does it. Restarts are held while this webhook is not ready, and while pods created after
@@ -40,6 +50,14 @@ from irsa_webhook.drift import ROLE_CHANGED, Gap, describe, event_name, find_gap
 from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.leader import LeaseApi
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.registration import (
+    CONFIGURATIONS_PATH,
+    WEBHOOK_NAME,
+    WebhookRegistration,
+    find_webhook,
+    registration_of,
+    sends_pod,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +77,17 @@ READINESS_POLL = 0.25
 """Seconds between looks at this webhook's readiness; ``ready_since`` is this accurate."""
 
 NOT_READY = "webhook-not-ready"
+SCOPE_UNKNOWN = "registration-unreadable"
+MATCH_CONDITIONS = "match-conditions"
 RECENT_MISSES = "recent-unmutated-pods"
-HOLD_REASONS = (NOT_READY, RECENT_MISSES)
+HOLD_REASONS = (NOT_READY, SCOPE_UNKNOWN, MATCH_CONDITIONS, RECENT_MISSES)
 
 _PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 _REASON_OF_EVENT = {True: "IRSARoleChanged", False: "IRSAInjectionMissing"}
+
+
+class ScopeUnknown(Exception):
+    """The registration, or the namespaces its selector needs, cannot be read."""
 
 
 class Elector(Protocol):
@@ -74,11 +98,34 @@ class Elector(Protocol):
     async def wait_leading(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The pods the registration sends to the webhook, as read at the start of a pass."""
+
+    registration: WebhookRegistration
+    namespace_labels: Mapping[str, Mapping[str, str]] | None
+    """Each namespace's labels; None when the namespaceSelector is empty (nothing was listed)."""
+
+    def selects(self, pod: Mapping[str, Any]) -> bool:
+        metadata = pod.get("metadata") or {}
+        namespace: Mapping[str, str] = {}
+        if self.namespace_labels is not None:
+            found = self.namespace_labels.get(str(metadata.get("namespace") or ""))
+            if found is None:
+                return False  # its namespace is newer than the namespace LIST: the next pass
+            namespace = found
+        return sends_pod(self.registration, metadata.get("labels") or {}, namespace)
+
+
 @dataclass(slots=True)
 class PassReport:
     """What one pass found and did, for logs and tests."""
 
     pods: int = 0
+    not_selected: int = 0
+    """Pods read that the registration does not send to the webhook: not checked."""
+    scope_problem: str = ""
+    """Why the registration could not be read this pass; empty when it was."""
     gaps: list[Gap] = field(default_factory=list)
     events: Tally[str] = field(default_factory=Tally)
     restarts: Tally[str] = field(default_factory=Tally)
@@ -164,6 +211,10 @@ class Reconciler:
         self._budget = _RestartBudget(reconcile.restarts_per_minute, clock)
         self._reported: set[str] = set()
         self._restarted: dict[tuple[str, str, str], float] = {}
+        self._scope: Scope | None = None
+        """The scope last read; kept for counting while the registration cannot be read."""
+        self._scope_hold = ""
+        self._scope_logged = ""
         self.ready_since: float | None = None
         """Wall time since which this webhook has been ready without a break; None if not."""
 
@@ -211,24 +262,98 @@ class Reconciler:
         )
 
     async def reconcile_once(self) -> PassReport:
-        """One pass: check every running or pending pod, report, restart. Raises ``ApiError``
-        when the pods cannot be listed."""
+        """One pass: check every running or pending pod the registration sends to the webhook,
+        report, restart. Raises ``ApiError`` when the pods cannot be listed."""
         started = self._clock()
         report = PassReport()
+        scope = await self._read_scope(report)
         async for pod in self.pods():
             report.pods += 1
+            if scope is not None and not scope.selects(pod):
+                report.not_selected += 1
+                continue
             gap = find_gap(pod, self._sources, self._settings)
             if gap is not None:
                 report.gaps.append(gap)
         self._publish(report)
         if self._elector.is_leader():
-            await self._send_events(report)
+            if not report.scope_problem:
+                await self._send_events(report)
             if self._reconcile.mode == "restart":
                 await self._restart_owners(report)
         report.seconds = self._clock() - started
         self._metrics.reconcile_pass_duration.set(report.seconds)
         self._metrics.reconcile_passes.labels("ok").inc()
         return report
+
+    async def _read_scope(self, report: PassReport) -> Scope | None:
+        """This pass's scope: read now, or the last one read (None: every pod) when the
+        registration cannot be read, which ``report.scope_problem`` then says."""
+        try:
+            scope = await self.scope()
+        except ScopeUnknown as exc:
+            report.scope_problem = str(exc)
+            self._scope_hold = SCOPE_UNKNOWN
+            counted = "pods the registration last read selected" if self._scope else "every pod"
+            self._log_scope(
+                f"cannot tell which pods the API server sends to the webhook ({exc}): "
+                f"counting {counted}, writing no Event and restarting nothing until it can"
+            )
+            return self._scope
+        self._scope = scope
+        conditions = scope.registration.match_conditions
+        self._scope_hold = MATCH_CONDITIONS if conditions else ""
+        self._log_scope(
+            f"the webhook registration has matchConditions ({', '.join(conditions)}), which only "
+            "the API server can evaluate: pods they exclude are reported too, and no owner is "
+            "restarted"
+            if conditions
+            else ""
+        )
+        return scope
+
+    def _log_scope(self, message: str) -> None:
+        """Log a change of scope once, not every pass."""
+        if message == self._scope_logged:
+            return
+        if message:
+            logger.warning(message, extra={"webhook_configuration": self._configuration})
+        else:
+            logger.info(
+                "the webhook registration is read and has no matchConditions: only the pods it "
+                "sends to the webhook count, and Events and restarts resume",
+                extra={"webhook_configuration": self._configuration},
+            )
+        self._scope_logged = message
+
+    @property
+    def _configuration(self) -> str:
+        return self._reconcile.webhook_configuration
+
+    async def scope(self) -> Scope:
+        """The registration's entry for this webhook and, if its namespaceSelector needs them,
+        the namespaces' labels. Raises ``ScopeUnknown`` when either cannot be read."""
+        if not self._configuration:
+            raise ScopeUnknown("--reconcile-webhook-configuration is not set")
+        path = f"{CONFIGURATIONS_PATH}/{quote(self._configuration, safe='')}"
+        what = f"MutatingWebhookConfiguration {self._configuration}"
+        try:
+            webhook = find_webhook(await self._api.get(path))
+        except ApiError as exc:
+            raise ScopeUnknown(f"cannot read {what}: {exc.status} {exc.reason}") from exc
+        if webhook is None:
+            raise ScopeUnknown(f"{what} has no webhook {WEBHOOK_NAME}")
+        registration = registration_of(webhook)
+        if not registration.namespace_selector:
+            return Scope(registration, None)
+        labels: dict[str, Mapping[str, str]] = {}
+        try:
+            async for namespace in self._list("/api/v1/namespaces", {}):
+                metadata = namespace.get("metadata") or {}
+                labels[str(metadata.get("name") or "")] = metadata.get("labels") or {}
+        except ApiError as exc:
+            raise ScopeUnknown(f"cannot list namespaces: {exc.status} {exc.reason}") from exc
+        return Scope(registration, labels)
 
     def _sources(self, namespace: str, service_account: str) -> Sources:
         return Sources(
@@ -237,11 +362,14 @@ class Reconciler:
             self._container_credentials.current,
         )
 
-    async def pods(self) -> AsyncIterator[Mapping[str, Any]]:
+    def pods(self) -> AsyncIterator[Mapping[str, Any]]:
         """Every running or pending pod, a page at a time."""
-        params = {"fieldSelector": POD_PHASES, "limit": str(PAGE_SIZE)}
+        return self._list("/api/v1/pods", {"fieldSelector": POD_PHASES})
+
+    async def _list(self, path: str, params: Mapping[str, str]) -> AsyncIterator[Mapping[str, Any]]:
+        params = {**params, "limit": str(PAGE_SIZE)}
         while True:
-            page = await self._api.get("/api/v1/pods", params)
+            page = await self._api.get(path, params)
             for pod in page.get("items") or ():
                 yield pod
             token = (page.get("metadata") or {}).get("continue")
@@ -251,6 +379,8 @@ class Reconciler:
 
     def _publish(self, report: PassReport) -> None:
         self._metrics.reconcile_pods_checked.set(report.pods)
+        self._metrics.reconcile_pods_not_selected.set(report.not_selected)
+        self._metrics.reconcile_scope_known.set(0 if report.scope_problem else 1)
         counts: Tally[tuple[str, str]] = Tally(
             (gap.namespace, reason) for gap in report.gaps for reason in gap.reasons
         )
@@ -317,6 +447,8 @@ class Reconciler:
         """Why no owner may be restarted now, or "" (see the module doc)."""
         if self._not_ready_reasons() or self.ready_since is None:
             return NOT_READY
+        if self._scope_hold:
+            return self._scope_hold
         now = self._wall()
         for gap in gaps:
             if gap.reasons == (ROLE_CHANGED,):
@@ -405,10 +537,12 @@ class Reconciler:
             "reconcile pass",
             extra={
                 "pods": report.pods,
+                "not_selected": report.not_selected,
                 "missing": len(report.gaps),
                 "events": dict(report.events),
                 "restarts": dict(report.restarts),
                 "held": report.held,
+                "scope_problem": report.scope_problem,
                 "duration_ms": round(report.seconds * 1000, 1),
             },
         )

@@ -88,8 +88,12 @@ def doctor_json(
     configuration: str = "irsa",
     aws: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report by check id, and the set of failed ids; the exit code agrees with it."""
-    result = doctor(plane, *args, "--output", "json", configuration=configuration, aws=aws)
+    """Doctor's JSON report, read by ``report_of``."""
+    return report_of(doctor(plane, *args, "--output", "json", configuration=configuration, aws=aws))
+
+
+def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """A JSON report by check id, and the set of failed ids; the exit code agrees with it."""
     assert result.returncode in (0, 1), result.stderr
     checks = orjson.loads(result.stdout)
     assert [c["check"] for c in checks] == [*CLUSTER_SIDE, *AWS_SIDE]

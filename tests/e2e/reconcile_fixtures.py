@@ -1,5 +1,6 @@
-"""The reconciler's end-to-end pieces: the chart's objects for a reconciler mode, a webhook process
-running with them, and hand-made owner chains (no controllers run on the API-server-only plane)."""
+"""The reconciler's end-to-end pieces: the chart's objects for a reconciler mode (its registration
+among them), a webhook process running with them, and hand-made owner chains (no controllers run on
+the API-server-only plane)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,23 @@ from cluster import REPO, ControlPlane, Webhook, start_webhook, token_kubeconfig
 
 ROLE = "arn:aws:iam::111122223333:role/reconcile-e2e"
 EVENT_COMPONENT = "irsa-webhook-reconciler"
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Lease"}
+CHART_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Lease",
+    "MutatingWebhookConfiguration",
+}
+SCOPE_LABEL = "irsa-reconcile-e2e"
+"""The release's registration selects the namespaces whose label has the release namespace as its
+value (``select``): pods of the other tests are never sent to it."""
+OPT_OUT_LABEL = "irsa-reconcile-e2e-opt-out"
+"""Pods with this label are left out by the registration's objectSelector."""
+NOWHERE = "https://127.0.0.1:1/mutate"
+"""Where the registration sends pods: nothing listens, so the API server fails open at once
+(failurePolicy Ignore) and the pods it selects are stored unmutated, as after a webhook outage."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +62,9 @@ class Release:
 
 
 def chart_objects(plane: ControlPlane, release: Release) -> list[dict[str, Any]]:
-    """The ServiceAccount, RBAC and Lease the chart renders for the release's mode."""
+    """The ServiceAccount, RBAC, Lease and registration the chart renders for the release's mode.
+    The registration is the chart's, with a namespaceSelector of this release's own and an
+    objectSelector that leaves out ``OPT_OUT_LABEL``; it points ``NOWHERE``."""
     rendered = subprocess.run(
         [
             plane.env["HELM"],
@@ -56,21 +75,39 @@ def chart_objects(plane: ControlPlane, release: Release) -> list[dict[str, Any]]
             release.namespace,
             "--set",
             f"reconciler.mode={release.mode}",
+            "--set",
+            f"mutatingWebhook.namespaceSelector.matchLabels.{SCOPE_LABEL}={release.namespace}",
+            "--set",
+            f"mutatingWebhook.objectSelector.matchExpressions[0].key={OPT_OUT_LABEL}",
+            "--set",
+            "mutatingWebhook.objectSelector.matchExpressions[0].operator=DoesNotExist",
+            "--set",
+            f"mutatingWebhook.url={NOWHERE}",
+            "--set-file",
+            f"pki.caBundle={plane.ca_cert}",
         ],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     ).stdout
-    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc.get("kind") in RBAC_KINDS]
+    return [doc for doc in yaml.safe_load_all(rendered) if doc and doc.get("kind") in CHART_KINDS]
 
 
 def install_rbac(plane: ControlPlane, mode: str) -> Release:
-    """A fresh release namespace holding the chart's objects for ``mode``."""
+    """A fresh release namespace holding the chart's objects for ``mode``. Their cluster-scoped
+    objects are one per mode: the last release installed of a mode owns its registration."""
     release = Release(mode, f"reconcile-sys-{uuid.uuid4().hex[:6]}")
     plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": release.namespace}})
     plane.apply(*chart_objects(plane, release))
     return release
+
+
+def select(plane: ControlPlane, namespace: str, release: Release) -> None:
+    """Label ``namespace`` so that the release's registration selects it."""
+    plane.kubectl(
+        "label", "namespace", namespace, f"{SCOPE_LABEL}={release.namespace}", "--overwrite"
+    )
 
 
 def start_reconciler(plane: ControlPlane, directory: Path, release: Release, *args: str) -> Webhook:
@@ -87,6 +124,7 @@ def start_reconciler(plane: ControlPlane, directory: Path, release: Release, *ar
         f"--reconcile={release.mode}",
         "--reconcile-interval=1s",
         f"--reconcile-lease-name={release.lease}",
+        f"--reconcile-webhook-configuration={release.fullname}",
         "--reconcile-lease-duration=3s",
         f"--namespace={release.namespace}",
         *args,

@@ -1,5 +1,7 @@
 """The reconciler against the real API server (no controllers here: owner chains are made by hand,
-and a restart is seen as the rollout-restart annotation on the Deployment's template)."""
+and a restart is seen as the rollout-restart annotation on the Deployment's template). Each release
+installs the chart's registration, selecting the namespaces labelled for it and pointing nowhere,
+so the pods it selects are stored unmutated (the API server fails open) and only those count."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 from reconcile_fixtures import (
+    OPT_OUT_LABEL,
     ROLE,
     Release,
     deployment_chain,
@@ -22,6 +25,7 @@ from reconcile_fixtures import (
     metric,
     owned_pod,
     restarted_at,
+    select,
     start_reconciler,
     wait_for,
     wait_for_passes,
@@ -43,10 +47,13 @@ pytestmark = pytest.mark.timeout(180)
 MISSING = "irsa_webhook_reconcile_pods_missing_injection"
 
 
-def app_namespace(plane: ControlPlane) -> str:
-    """A namespace no registered webhook mutates in, so its pods are created unmutated."""
+def app_namespace(plane: ControlPlane, release: Release | None) -> str:
+    """A namespace no webhook mutates in, so its pods are created unmutated; the release's
+    registration selects it when ``release`` is given, and it holds an annotated ServiceAccount."""
     namespace = f"reconcile-app-{uuid.uuid4().hex[:6]}"
     plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    if release is not None:
+        select(plane, namespace, release)
     plane.apply(
         service_account(namespace, "app", {"eks.amazonaws.com/role-arn": ROLE}),
         service_account(namespace, "plain"),
@@ -67,11 +74,15 @@ def stop(webhook: Webhook) -> None:
 
 
 @pytest.fixture
-def restart_mode(control_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[str, Webhook]]:
-    """Unmutated workloads of every owner kind, created before a restart-mode webhook starts."""
+def restart_mode(control_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[str, str, Webhook]]:
+    """Unmutated workloads of every owner kind, created before a restart-mode webhook starts;
+    and an unmutated Deployment of an annotated ServiceAccount in a namespace the registration
+    does not select (the returned second namespace)."""
     plane = control_plane
     system = install_rbac(plane, "restart")
-    namespace = app_namespace(plane)
+    excluded = app_namespace(plane, None)
+    deployment_chain(plane, excluded, "csi", "app")
+    namespace = app_namespace(plane, system)
     deployment_chain(plane, namespace, "web", "app")
     job_with_pod(plane, namespace, "backup", "app")
     owned_pod(plane, namespace, "lonely", "app")
@@ -85,16 +96,16 @@ def restart_mode(control_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[
     )
     webhook = start_reconciler(plane, tmp_path / "webhook", system)
     try:
-        yield namespace, webhook
+        yield namespace, excluded, webhook
     finally:
         stop(webhook)
 
 
 def test_pods_that_missed_their_injection_get_one_event_each_and_are_counted(
-    control_plane: ControlPlane, restart_mode: tuple[str, Webhook]
+    control_plane: ControlPlane, restart_mode: tuple[str, str, Webhook]
 ) -> None:
     plane = control_plane
-    namespace, webhook = restart_mode
+    namespace, excluded, webhook = restart_mode
     missed = ("web-5d8f7c9b4-x7k2p", "backup-q8v4d", "lonely")
     events = {name: wait_for_events(plane, namespace, name) for name in missed}
     (web,) = events["web-5d8f7c9b4-x7k2p"]
@@ -113,16 +124,19 @@ def test_pods_that_missed_their_injection_get_one_event_each_and_are_counted(
         assert event.get("count", 1) == 1, "the Event was repeated"
     for name in ("unannotated", "skipped"):
         assert events_on(plane, namespace, name) == []
+    assert events_on(plane, excluded, "csi-5d8f7c9b4-x7k2p") == []
+    assert metric(webhook, MISSING, namespace=excluded, reason="token-volume") is None
 
 
 def test_restart_mode_rolls_the_deployment_and_leaves_the_job_alone(
-    control_plane: ControlPlane, restart_mode: tuple[str, Webhook]
+    control_plane: ControlPlane, restart_mode: tuple[str, str, Webhook]
 ) -> None:
     plane = control_plane
-    namespace, webhook = restart_mode
+    namespace, excluded, webhook = restart_mode
     wait_for(lambda: restarted_at(plane, "deployment", namespace, "web"), "the Deployment rolled")
     wait_for_passes(webhook, 2)
     assert restarted_at(plane, "job", namespace, "backup") is None
+    assert restarted_at(plane, "deployment", excluded, "csi") is None, "rolled for nothing"
     assert (
         metric(
             webhook, "irsa_webhook_reconcile_restarts_total", kind="Deployment", result="restarted"
@@ -134,13 +148,14 @@ def test_restart_mode_rolls_the_deployment_and_leaves_the_job_alone(
 def test_no_restart_while_pods_created_after_the_webhook_turned_ready_miss_it(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    """The webhook is up but the API server does not call it (here: it is not registered, as if
-    it failed open): new pods miss their credentials, so a restart would only repeat that."""
+    """The webhook is up but the API server does not reach it (here: the registration points
+    nowhere, so it fails open): new pods miss their credentials, so a restart would only repeat
+    that."""
     plane = control_plane
     system = install_rbac(plane, "restart")
     webhook = start_reconciler(plane, tmp_path / "webhook", system)
     try:
-        namespace = app_namespace(plane)
+        namespace = app_namespace(plane, system)
         # Creation times are whole seconds: from the next one on, a pod is surely younger than
         # the webhook's readiness (which its first pass proves).
         wait_for_passes(webhook, 1)
@@ -161,7 +176,7 @@ def test_no_restart_while_pods_created_after_the_webhook_turned_ready_miss_it(
 def test_report_mode_changes_no_workload(control_plane: ControlPlane, tmp_path: Path) -> None:
     plane = control_plane
     system = install_rbac(plane, "report")
-    namespace = app_namespace(plane)
+    namespace = app_namespace(plane, system)
     deployment_chain(plane, namespace, "web", "app")
     webhook = start_reconciler(plane, tmp_path / "webhook", system)
     try:
@@ -185,6 +200,7 @@ def test_a_pod_whose_role_changed_after_it_started_is_found(
     assert old in str(stored["spec"]["containers"][0]["env"])
     plane.apply(service_account(namespace, "app", {"eks.amazonaws.com/role-arn": ROLE}))
     system = install_rbac(plane, "report")
+    select(plane, namespace, system)
     reconciler = start_reconciler(plane, tmp_path / "webhook", system)
     try:
         (event,) = wait_for(lambda: events_on(plane, namespace, "drifted"), "an Event")
@@ -192,6 +208,54 @@ def test_a_pod_whose_role_changed_after_it_started_is_found(
         assert metric(reconciler, MISSING, namespace=namespace, reason="role-changed") == 1
     finally:
         stop(reconciler)
+
+
+def test_only_pods_the_registration_sends_to_the_webhook_are_reported(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """Unmutated pods of annotated ServiceAccounts where the chart's registration does not send
+    pods (a namespace its namespaceSelector leaves out, the release namespace it excludes by
+    default, a pod its objectSelector leaves out) are not reported; one it selects is. Without
+    the registration the pass counts but writes nothing."""
+    plane = control_plane
+    system = install_rbac(plane, "report")
+    selected = app_namespace(plane, system)
+    excluded = app_namespace(plane, None)
+    select(plane, system.namespace, system)  # labelled, yet excluded as the release namespace
+    plane.apply(service_account(system.namespace, "app", {"eks.amazonaws.com/role-arn": ROLE}))
+    owned_pod(plane, selected, "missed", "app")
+    owned_pod(plane, selected, "opted-out", "app", labels={OPT_OUT_LABEL: "yes"})
+    owned_pod(plane, excluded, "csi-controller", "app")
+    owned_pod(plane, system.namespace, "release-pod", "app")
+    webhook = start_reconciler(plane, tmp_path / "webhook", system)
+    try:
+        (event,) = wait_for_events(plane, selected, "missed")
+        assert event["reason"] == "IRSAInjectionMissing"
+        wait_for_passes(webhook, 2)
+        assert events_on(plane, selected, "opted-out") == []
+        assert events_on(plane, excluded, "csi-controller") == []
+        assert events_on(plane, system.namespace, "release-pod") == []
+        assert metric(webhook, MISSING, namespace=selected, reason="token-volume") == 1
+        for namespace in (excluded, system.namespace):
+            assert metric(webhook, MISSING, namespace=namespace, reason="token-volume") is None
+        assert (metric(webhook, "irsa_webhook_reconcile_pods_not_selected") or 0) >= 3
+        assert metric(webhook, "irsa_webhook_reconcile_scope_known") == 1
+
+        plane.kubectl("delete", "mutatingwebhookconfiguration", system.fullname)
+        owned_pod(plane, selected, "missed-later", "app")
+        wait_for(
+            lambda: metric(webhook, "irsa_webhook_reconcile_scope_known") == 0, "the scope lost"
+        )
+        wait_for(
+            lambda: metric(webhook, MISSING, namespace=selected, reason="token-volume") == 2,
+            "the new pod counted with the scope last read",
+        )
+        wait_for_passes(webhook, 2)
+        assert events_on(plane, selected, "missed-later") == [], "an Event without a scope"
+        assert metric(webhook, MISSING, namespace=excluded, reason="token-volume") is None
+    finally:
+        stop(webhook)
+    assert "cannot read MutatingWebhookConfiguration" in webhook.log_path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +274,11 @@ def installed(control_plane: ControlPlane) -> dict[str, Release]:
         ("report", "create", "events", True),
         ("report", "patch", "deployments.apps", False),
         ("report", "get", "secrets", False),
+        ("report", "list", "namespaces", True),
+        ("report", "get", "namespaces", False),
+        ("report", "watch", "namespaces", False),
+        ("report", "list", "mutatingwebhookconfigurations.admissionregistration.k8s.io", False),
+        ("report", "get", "mutatingwebhookconfigurations.admissionregistration.k8s.io", False),
         ("restart", "get", "deployments.apps", True),
         ("restart", "patch", "deployments.apps", True),
         ("restart", "patch", "statefulsets.apps", True),
@@ -233,6 +302,20 @@ def test_the_reconciler_rbac_grants_only_what_its_mode_uses(
     answer = control_plane.kubectl(
         "auth", "can-i", verb, resource, "--all-namespaces", "--as", system.user, check=False
     )
+    assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "name", "allowed"),
+    [("get", "own", True), ("patch", "own", False), ("get", "other", False)],
+)
+def test_the_reconciler_may_only_read_its_own_registration(
+    control_plane: ControlPlane, installed: dict[str, Release], verb: str, name: str, allowed: bool
+) -> None:
+    system = installed["report"]
+    name = system.fullname if name == "own" else name
+    target = f"mutatingwebhookconfigurations.admissionregistration.k8s.io/{name}"
+    answer = control_plane.kubectl("auth", "can-i", verb, target, "--as", system.user, check=False)
     assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
 
 

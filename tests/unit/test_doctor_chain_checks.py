@@ -26,9 +26,9 @@ from irsa_webhook.doctor.issuer_checks import (
     check_issuer_match,
     check_jwks_kid,
 )
-from irsa_webhook.doctor.pod_checks import WebhookRegistration
 from irsa_webhook.doctor.report import CheckResult, Status, render_json, render_text
 from irsa_webhook.doctor.webhook_check import WebhookFacts, check_webhook_reachable
+from irsa_webhook.registration import WebhookRegistration
 
 ISSUER = "https://oidc.example.com/id/ABC"
 ROLE = "arn:aws:iam::123456789012:role/reader"
@@ -381,6 +381,28 @@ def test_a_missing_provider_names_a_near_miss_in_the_account() -> None:
     assert check_provider_audience(facts, "sts.amazonaws.com").status is Status.SKIPPED
 
 
+def test_a_near_miss_that_issuer_match_already_failed_on_warns_and_points_there() -> None:
+    facts = AwsFacts(
+        provider_arn=PROVIDER,
+        provider_error="NoSuchEntity: not found",
+        provider_arns=(PROVIDER + "/",),
+    )
+    mismatch = CheckResult("issuer-match", Status.FAIL, "token iss differs", "", "")
+
+    result = check_provider_exists(facts, ISSUER, mismatch)
+
+    assert result.status is Status.WARN
+    assert result.evidence.endswith(
+        "the account has " + PROVIDER + "/: the spelling issuer-match names"
+    )
+    assert result.fix.startswith("fix issuer-match above")
+    # Without a near miss, or with issuer-match passing, the provider is simply missing.
+    alone = AwsFacts(provider_arn=PROVIDER, provider_error="NoSuchEntity: not found")
+    assert check_provider_exists(alone, ISSUER, mismatch).status is Status.FAIL
+    passing = CheckResult("issuer-match", Status.OK, "token iss = ...")
+    assert check_provider_exists(facts, ISSUER, passing).status is Status.FAIL
+
+
 def test_an_audience_the_provider_does_not_list_is_incorrect_token_audience() -> None:
     facts = AwsFacts(provider_arn=PROVIDER, provider={"ClientIDList": ["amazonaws.com"]})
     result = check_provider_audience(facts, "sts.amazonaws.com")
@@ -414,6 +436,40 @@ def test_sts_errors_are_shown_as_the_sdk_prints_them() -> None:
         "An error occurred (InvalidIdentityToken) when calling the AssumeRoleWithWebIdentity "
         "operation: Incorrect token audience"
     )
+
+
+def test_a_refusal_an_earlier_failure_predicted_word_for_word_warns_and_names_it() -> None:
+    facts = AwsFacts(
+        sts=StsOutcome(
+            error_code="AccessDenied",
+            error_message="Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        )
+    )
+    trust = check_trust_policy(HEALTHY, ROLE, {**CLAIMS, "sub": "system:serviceaccount:b:x"})
+    assert trust.status is Status.FAIL
+
+    result = check_sts_probe(facts, earlier=[check_provider_exists(HEALTHY, ISSUER), trust])
+
+    assert result.status is Status.WARN
+    assert result.evidence == (
+        "STS answered AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity "
+        "(as trust-policy predicted)"
+    )
+    assert result.fix.startswith("fix trust-policy above")
+
+
+def test_a_refusal_no_earlier_check_predicted_fails_and_says_so() -> None:
+    facts = AwsFacts(
+        sts=StsOutcome(error_code="InvalidIdentityToken", error_message="Incorrect token audience")
+    )
+    trust = check_trust_policy(HEALTHY, ROLE, {**CLAIMS, "sub": "system:serviceaccount:b:x"})
+    result = check_sts_probe(facts, earlier=[trust])
+
+    assert result.status is Status.FAIL
+    assert "no check above predicted this answer (failed: trust-policy)" in result.fix
+    # A warning with the same symptom predicts nothing: only a failed check does.
+    warned = CheckResult("provider-audience", Status.WARN, "", result.symptom, "")
+    assert check_sts_probe(facts, earlier=[warned]).status is Status.FAIL
 
 
 def test_reports_render_as_text_lines_and_as_json_objects() -> None:

@@ -11,7 +11,6 @@ import pytest
 from irsa_webhook.config import MutationSettings
 from irsa_webhook.decision import Sources
 from irsa_webhook.doctor.pod_checks import (
-    WebhookRegistration,
     annotation_set_at,
     check_credential_shadowing,
     check_pod_mutated,
@@ -26,6 +25,7 @@ from irsa_webhook.identity import (
     resolve_identity,
 )
 from irsa_webhook.injection_check import InjectionCheck, check_injection
+from irsa_webhook.registration import WebhookRegistration
 
 SETTINGS = MutationSettings()
 ROLE = "arn:aws:iam::123456789012:role/reader"

@@ -370,6 +370,64 @@ def test_the_roles_grant_what_the_enabled_sources_use_and_no_more(
     assert binding["subjects"] == subjects
 
 
+RECONCILER_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "resourceNames": [RELEASE],  # the release's fullname: its registration's name
+        "verbs": ["get"],
+    },
+]
+NAMESPACES_RULE = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}
+ROLL_RULE = {
+    "apiGroups": ["apps"],
+    "resources": ["deployments", "statefulsets", "daemonsets"],
+    "verbs": ["get", "patch"],
+}
+
+
+@pytest.mark.parametrize(
+    ("settings", "rules"),
+    [
+        pytest.param(["reconciler.mode=report"], [*RECONCILER_RULES, NAMESPACES_RULE], id="report"),
+        pytest.param(
+            ["reconciler.mode=restart"],
+            [*RECONCILER_RULES, NAMESPACES_RULE, ROLL_RULE],
+            id="restart",
+        ),
+        pytest.param(
+            [
+                "reconciler.mode=report",
+                "mutatingWebhook.excludeNamespaces=null",
+                "mutatingWebhook.excludeReleaseNamespace=false",
+            ],
+            RECONCILER_RULES,
+            id="no-namespace-selector",
+        ),
+    ],
+)
+def test_the_reconciler_reads_its_own_registration_and_the_namespaces_only_for_a_selector(
+    helm: str, settings: list[str], rules: list[dict[str, Any]]
+) -> None:
+    documents = render(helm, *[arg for setting in settings for arg in ("--set", setting)])
+    configuration = only(documents, "MutatingWebhookConfiguration")["metadata"]["name"]
+    roles = {role["metadata"]["name"]: role for role in of_kind(documents, "ClusterRole")}
+    assert roles[f"{configuration}-reconciler"]["rules"] == rules
+    args = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--reconcile-webhook-configuration={configuration}" in args
+    assert not [arg for arg in args if arg.startswith("--reconcile") and "off" in arg]
+
+
+def test_the_reconciler_is_given_no_registration_or_namespaces_while_off(helm: str) -> None:
+    documents = render(helm)
+    args = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [arg for arg in args if arg.startswith("--reconcile")]
+    rules = [rule for role in of_kind(documents, "ClusterRole") for rule in role["rules"]]
+    assert not [rule for rule in rules if "namespaces" in rule["resources"]]
+
+
 def test_self_managed_certificates_leave_the_ca_out_of_every_render(helm: str) -> None:
     documents = render(helm)
     secret = only(documents, "Secret")

@@ -13,7 +13,8 @@ The Lease that lets one webhook replica reconcile at a time; one per release.
 {{- end }}
 
 {{/*
-The serve flags of the reconciler, nothing while it is off.
+The serve flags of the reconciler, nothing while it is off. It reads this release's registration
+to consider only the pods the API server sends to the webhook.
 */}}
 {{- define "irsa-webhook.reconcilerArgs" -}}
 {{- if ne (include "irsa-webhook.reconcilerMode" .) "off" }}
@@ -22,5 +23,14 @@ The serve flags of the reconciler, nothing while it is off.
 - --reconcile-restarts-per-minute={{ .Values.reconciler.restartsPerMinute }}
 - --reconcile-hold-after-miss={{ .Values.reconciler.holdAfterMiss }}
 - --reconcile-lease-name={{ include "irsa-webhook.reconcilerLease" . }}
+- --reconcile-webhook-configuration={{ include "irsa-webhook.fullname" . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The registration's namespaceSelector selects by namespace labels: the reconciler then lists the
+namespaces once a pass. Empty ("{}") only when nothing is excluded and no selector is set.
+*/}}
+{{- define "irsa-webhook.reconcilerListsNamespaces" -}}
+{{- if ne (include "irsa-webhook.namespaceSelector" . | trim) "{}" }}true{{ end }}
 {{- end }}

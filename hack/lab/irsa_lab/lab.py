@@ -50,9 +50,14 @@ ISSUER_PORT = 443
 REGION = "us-east-1"
 WEBHOOK_NAMESPACE = "irsa-lab"
 WEBHOOK_RELEASE = "irsa-lab"
+WEBHOOK_CONFIGURATION = "irsa-lab-irsa-webhook"
+"""The chart's full name for the release: its MutatingWebhookConfiguration and Deployment."""
 NAMESPACE_LABEL = "irsa-lab"
 """Pods of namespaces labelled ``irsa-lab=enabled`` are sent to the lab's webhook."""
 READY_SECONDS = 60.0
+PROBE_NAMESPACE = "irsa-lab-probe"
+PROBE_ROLE = "arn:aws:iam::123456789012:role/irsa-lab-probe"
+"""The dry-run pod that proves the webhook answers names this role; nothing assumes it."""
 DAEMONS = ("sts", "issuer", "moto")
 """In the order ``down`` stops them (the fronts before what they front)."""
 
@@ -154,6 +159,7 @@ def up(lab: Lab) -> None:
     )  # fmt: skip
     _write_env(lab, cluster, ports)
     _install_webhook(lab, cluster)
+    _wait_mutating(cluster)
 
 
 def down(lab: Lab) -> None:
@@ -174,10 +180,12 @@ def down(lab: Lab) -> None:
     _switch_issuer(lab, "")
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
+def _run(argv: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> str:
     """Run a step of the lab's set-up, its progress on our stderr; a failure is a ``LabError``
     (what went wrong is in that progress, just above)."""
-    result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    result = subprocess.run(
+        argv, input=stdin, stdout=subprocess.PIPE, text=True, env=env, check=False
+    )
     if result.returncode != 0:
         raise LabError(f"{Path(argv[0]).name} {argv[1]} failed ({result.returncode})")
     return result.stdout
@@ -349,6 +357,56 @@ def _install_webhook(lab: Lab, cluster: dict[str, str]) -> None:
             "--wait", "--timeout", "5m",
         ]
     )  # fmt: skip
+
+
+def _wait_mutating(cluster: dict[str, str]) -> None:
+    """Until the API server's call to the webhook mutates a dry-run pod. helm's --wait trusts
+    the Deployment's status, which on a node started again from its old state still counts the
+    pods of before as available until the node controller learns otherwise."""
+    kubectl = [cluster["KUBECTL"], "--kubeconfig", cluster["KUBECONFIG"]]
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": PROBE_NAMESPACE, "labels": {NAMESPACE_LABEL: "enabled"}},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": "probe",
+                "namespace": PROBE_NAMESPACE,
+                "annotations": {"eks.amazonaws.com/role-arn": PROBE_ROLE},
+            },
+        },
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": PROBE_NAMESPACE},
+        "spec": {"serviceAccountName": "probe", "containers": [{"name": "probe", "image": "x"}]},
+    }
+    _run(
+        [*kubectl, "apply", "-f", "-"],
+        stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": documents}),
+    )
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            answer = subprocess.run(
+                [*kubectl, "create", "--dry-run=server", "-o", "json", "-f", "-"],
+                input=json.dumps(pod), capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if "AWS_ROLE_ARN" in answer.stdout:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"the webhook did not mutate a dry-run pod within {READY_SECONDS:.0f} s "
+                    f"of helm's --wait: {answer.stderr.strip() or 'created without credentials'}"
+                )
+            time.sleep(0.5)
+    finally:
+        _run([*kubectl, "delete", "namespace", PROBE_NAMESPACE, "--wait=false"])
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import yaml
 
-from irsa_lab.lab import NAMESPACE_LABEL, Lab, read_env
+from irsa_lab.lab import NAMESPACE_LABEL, WEBHOOK_CONFIGURATION, Lab, read_env
 from localnode.layout import REPO
 
 if TYPE_CHECKING:
@@ -59,8 +60,9 @@ class ScenarioError(Exception):
 
 @dataclass(frozen=True)
 class PodRun:
-    """What the reader pod did: its phase (Succeeded or Failed) and what it printed."""
+    """What the reader pod did: its name, its phase (Succeeded or Failed) and what it printed."""
 
+    name: str
     phase: str
     output: str
 
@@ -125,6 +127,23 @@ class Scenario:
     def s3(self) -> S3Client:
         return self.session().client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"])
 
+    def doctor(
+        self, kind: str, name: str, namespace: str, *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``irsa-webhook doctor`` as a user runs it against the lab; exit 1 (a check failed)
+        is a report like exit 0, anything else raises."""
+        result = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "irsa-webhook"), "doctor", kind, name,
+                "-n", namespace, "--webhook-configuration", WEBHOOK_CONFIGURATION, *args,
+            ],
+            capture_output=True, text=True, env={**os.environ, **self.env}, timeout=120,
+            check=False,
+        )  # fmt: skip
+        if result.returncode not in (0, 1):
+            raise ScenarioError(f"doctor could not run ({result.returncode}): {result.stderr}")
+        return result
+
     # ---------------------------------------------------------------- steps --
 
     def publish(self, *keys: Path) -> None:
@@ -184,26 +203,47 @@ class Scenario:
             "--role-name", role, "--inline-policy", str(policy_file), "--issuer", self.issuer,
         )  # fmt: skip
 
-    def read_greeting(self, namespace: str, account: str) -> PodRun:
-        """A pod of the lab image with ``account`` and only the lab's endpoints reads the
-        greeting; its phase and output once it has finished."""
+    def read_greeting(
+        self,
+        namespace: str,
+        account: str,
+        env: Sequence[Mapping[str, str]] = (),
+        **spec: Any,
+    ) -> PodRun:
+        """A pod of the lab image with ``account`` and only the lab's endpoints (and ``env``)
+        reads the greeting; its phase and output once it has finished."""
+        return self.run_pod(
+            namespace, account, ["python3", "-c", READER, DATA_BUCKET, DATA_KEY], env, **spec
+        )
+
+    def run_pod(
+        self,
+        namespace: str,
+        account: str,
+        command: Sequence[str],
+        env: Sequence[Mapping[str, str]] = (),
+        **spec: Any,
+    ) -> PodRun:
+        """A pod of the lab image whose container ``reader`` runs ``command`` with the lab's
+        endpoints and ``env``; ``spec`` adds to the pod's spec (its ``containers`` run beside
+        the reader). The phase and the reader's output once the pod has finished."""
         name = f"reader-{uuid.uuid4().hex[:6]}"
+        reader = {
+            "name": "reader",
+            "image": self.env["LAB_IMAGE"],
+            "imagePullPolicy": "Never",
+            "command": list(command),
+            "env": [*json.loads(self.lab.pod_env.read_text()), *env],
+        }
         pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {
+                **spec,
                 "serviceAccountName": account,
                 "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "reader",
-                        "image": self.env["LAB_IMAGE"],
-                        "imagePullPolicy": "Never",
-                        "command": ["python3", "-c", READER, DATA_BUCKET, DATA_KEY],
-                        "env": json.loads(self.lab.pod_env.read_text()),
-                    }
-                ],
+                "containers": [reader, *spec.get("containers", [])],
             },
         }
         self.kubectl("create", "-f", "-", stdin=json.dumps(pod))
@@ -214,16 +254,17 @@ class Scenario:
                 "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}"
             )
             if phase in ("Succeeded", "Failed"):
-                return PodRun(phase, self.kubectl("logs", name, "-n", namespace))
+                logs = self.kubectl("logs", name, "-n", namespace, "-c", "reader")
+                return PodRun(name, phase, logs)
             time.sleep(0.5)
         raise ScenarioError(
             f"pod {namespace}/{name} still {phase or 'Pending'} after {POD_SECONDS:.0f} s"
         )
 
 
-def run(lab: Lab) -> PodRun:
+def run(lab: Lab) -> tuple[Scenario, str, PodRun]:
     """The whole scenario on a lab that is up, in a namespace of its own; each step is said on
-    stderr as the command a user would type."""
+    stderr as the command a user would type. The scenario, the namespace and the reader's run."""
     scenario = Scenario.of(lab)
     namespace = f"lab-demo-{uuid.uuid4().hex[:6]}"
     bucket = scenario.env["LAB_BUCKET"]
@@ -245,7 +286,24 @@ def run(lab: Lab) -> PodRun:
         f"{', '.join(entry['name'] for entry in json.loads(lab.pod_env.read_text()))} only, "
         'runs boto3.client("s3").get_object(...); it prints:'
     )
-    return scenario.read_greeting(namespace, "s3-reader")
+    return scenario, namespace, scenario.read_greeting(namespace, "s3-reader")
+
+
+def run_broken(
+    scenario: Scenario, namespace: str
+) -> tuple[PodRun, subprocess.CompletedProcess[str]]:
+    """The commonest break: another ServiceAccount names the same role, whose trust policy
+    names only s3-reader. Its pod's error, then doctor's text report on that pod."""
+    role_arn = scenario.role_arn("lab-s3-reader")
+    _say(
+        f"kubectl annotate serviceaccount -n {namespace} intruder "
+        f"eks.amazonaws.com/role-arn={role_arn}  (the role trusts only s3-reader); "
+        "its pod prints:"
+    )
+    scenario.service_account(namespace, "intruder", role_arn)
+    broken = scenario.read_greeting(namespace, "intruder")
+    _say(f"irsa-webhook doctor pod {broken.name} -n {namespace}")
+    return broken, scenario.doctor("pod", broken.name, namespace)
 
 
 def _say(message: str) -> None:
@@ -254,6 +312,14 @@ def _say(message: str) -> None:
 
 
 def main(directory: str) -> int:
-    result = run(Lab(Path(directory).resolve()))
+    """The scenario, then the broken pod and doctor on it; 0 when the first pod read the
+    object, the second did not, and doctor found the broken link."""
+    scenario, namespace, result = run(Lab(Path(directory).resolve()))
     sys.stdout.write(result.output)
-    return 0 if result.phase == "Succeeded" else 1
+    sys.stdout.flush()
+    if result.phase != "Succeeded":
+        return 1
+    broken, report = run_broken(scenario, namespace)
+    sys.stdout.write(broken.output.strip().splitlines()[-1] + "\n")
+    sys.stdout.write(report.stdout)
+    return 0 if (broken.phase, report.returncode) == ("Failed", 1) else 1

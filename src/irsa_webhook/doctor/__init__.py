@@ -7,8 +7,9 @@ reads objects, mints a short token with TokenRequest and creates a pod with ``dr
 of which changes the cluster; on AWS it only reads IAM and calls STS unsigned.
 """
 
-WEBHOOK_NAME = "pod-identity-webhook.amazonaws.com"
-"""The webhook's name in its MutatingWebhookConfiguration (the chart keeps the reference's)."""
+from irsa_webhook.registration import WEBHOOK_NAME
+
+__all__ = ["CHECK_IDS", "WEBHOOK_NAME"]
 
 CHECK_IDS = (
     "service-account",

@@ -56,7 +56,12 @@ def provider_arn_for(role_arn: str, issuer: str) -> str:
     return f"arn:{partition}:iam::{account}:oidc-provider/{issuer.removeprefix('https://')}"
 
 
-def check_provider_exists(facts: AwsFacts, issuer: str) -> CheckResult:
+def check_provider_exists(
+    facts: AwsFacts, issuer: str, issuer_match: CheckResult | None = None
+) -> CheckResult:
+    """The provider STS looks up exists. Only another spelling of it (a trailing slash, a
+    port) is the link issuer-match names: then this check warns and points there, so that
+    one broken link gives one FAIL."""
     check = "provider-exists"
     if facts.iam_unavailable:
         return skipped(check, facts.iam_unavailable)
@@ -65,13 +70,17 @@ def check_provider_exists(facts: AwsFacts, issuer: str) -> CheckResult:
     if facts.provider_error.startswith("NoSuchEntity"):
         near = [arn for arn in facts.provider_arns if _same_host(arn, facts.provider_arn)]
         hint = f"; the account has {', '.join(near)}" if near else ""
-        return CheckResult(
-            check,
-            Status.FAIL,
-            f"no IAM OIDC provider {facts.provider_arn}{hint}",
-            NO_PROVIDER.format(issuer=issuer),
-            f"create it for exactly {issuer} (irsa-webhook iam create-provider)",
-        )
+        evidence = f"no IAM OIDC provider {facts.provider_arn}{hint}"
+        fix = f"create it for exactly {issuer} (irsa-webhook iam create-provider)"
+        if near and issuer_match is not None and issuer_match.status is Status.FAIL:
+            return CheckResult(
+                check,
+                Status.WARN,
+                f"{evidence}: the spelling issuer-match names",
+                NO_PROVIDER.format(issuer=issuer),
+                f"fix issuer-match above: {fix}",
+            )
+        return CheckResult(check, Status.FAIL, evidence, NO_PROVIDER.format(issuer=issuer), fix)
     return CheckResult(
         check,
         Status.WARN,
@@ -163,7 +172,12 @@ def check_trust_policy(facts: AwsFacts, role_arn: str, claims: Mapping[str, Any]
     return ok(check, f"{role_arn} with {context}: {lines[0]}")
 
 
-def check_sts_probe(facts: AwsFacts | None, unavailable: str = "") -> CheckResult:
+def check_sts_probe(
+    facts: AwsFacts | None, unavailable: str = "", earlier: Sequence[CheckResult] = ()
+) -> CheckResult:
+    """What STS answers the pod's own call. A refusal that an earlier failed check predicted
+    word for word (its ``symptom``) confirms that check and warns; one that none predicted
+    fails: a link doctor does not examine is broken too."""
     check = "sts-probe"
     if facts is None or facts.sts is None:
         return skipped(check, unavailable or (facts.sts_unavailable if facts else ""))
@@ -183,10 +197,33 @@ def check_sts_probe(facts: AwsFacts | None, unavailable: str = "") -> CheckResul
         f"An error occurred ({outcome.error_code}) when calling the AssumeRoleWithWebIdentity "
         f"operation: {outcome.error_message}"
     )
+    answered = f"STS answered {outcome.error_code}: {outcome.error_message}"
+    predicted = next(
+        (r.check for r in earlier if r.status is Status.FAIL and _same_words(r.symptom, error)),
+        None,
+    )
+    if predicted is not None:
+        return CheckResult(
+            check,
+            Status.WARN,
+            f"{answered} (as {predicted} predicted)",
+            error,
+            f"fix {predicted} above; this probe is what the pod's SDK does",
+        )
+    failed = [r.check for r in earlier if r.status is Status.FAIL]
     return CheckResult(
         check,
         Status.FAIL,
-        f"STS answered {outcome.error_code}: {outcome.error_message}",
+        answered,
         error,
-        "fix the first failed check above; this probe is what the pod's SDK does",
+        (
+            f"no check above predicted this answer (failed: {', '.join(failed)}): "
+            if failed
+            else "no check above found this link broken: "
+        )
+        + "compare STS's message with the role, provider and token claims shown above",
     )
+
+
+def _same_words(one: str, other: str) -> bool:
+    return " ".join(one.split()) == " ".join(other.split())

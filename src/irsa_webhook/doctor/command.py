@@ -17,7 +17,7 @@ from irsa_webhook import flags
 from irsa_webhook.aws.trust_policy import condition_key_prefixes
 from irsa_webhook.config import CONFIG_MAP_KEY, CONFIG_MAP_NAME, ConfigError, MutationSettings
 from irsa_webhook.decision import Sources
-from irsa_webhook.doctor import CHECK_IDS, WEBHOOK_NAME
+from irsa_webhook.doctor import CHECK_IDS
 from irsa_webhook.doctor.aws_checks import (
     AwsFacts,
     check_provider_audience,
@@ -46,7 +46,6 @@ from irsa_webhook.doctor.issuer_checks import (
     discovery_url,
 )
 from irsa_webhook.doctor.pod_checks import (
-    WebhookRegistration,
     annotation_set_at,
     check_credential_shadowing,
     check_pod_mutated,
@@ -77,6 +76,13 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.injection_check import check_injection
 from irsa_webhook.kubeapi import ApiError, KubeApi
+from irsa_webhook.registration import (
+    CONFIGURATIONS_PATH,
+    WEBHOOK_NAME,
+    WebhookRegistration,
+    find_webhook,
+    registration_of,
+)
 
 
 class CannotRun(Exception):
@@ -217,27 +223,16 @@ async def _registration(
 ) -> tuple[WebhookRegistration | None, dict[str, Any] | None, str]:
     """The webhook entry that sends pods to irsa-webhook, its raw form, or why it is unknown."""
     try:
-        listed = await api.get(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-        )
+        listed = await api.get(CONFIGURATIONS_PATH)
     except ApiError as exc:
         return None, None, _problem(exc, "MutatingWebhookConfigurations")
     for configuration in listed.get("items") or []:
         name = (configuration.get("metadata") or {}).get("name")
-        for webhook in configuration.get("webhooks") or []:
-            wanted = (
-                name == configuration_name
-                if configuration_name
-                else (webhook.get("name") == WEBHOOK_NAME)
-            )
-            if wanted:
-                registration = WebhookRegistration(
-                    name=str(webhook.get("name")),
-                    failure_policy=str(webhook.get("failurePolicy") or "Fail"),
-                    object_selector=webhook.get("objectSelector"),
-                    namespace_selector=webhook.get("namespaceSelector"),
-                )
-                return registration, webhook, ""
+        if configuration_name and name != configuration_name:
+            continue
+        webhook = find_webhook(configuration)
+        if webhook is not None and (configuration_name or webhook.get("name") == WEBHOOK_NAME):
+            return registration_of(webhook), dict(webhook), ""
     return None, None, ""
 
 
@@ -286,9 +281,10 @@ async def _webhook_facts(
     service = client_config.get("service")
     if service:
         service_ns, service_name = service.get("namespace", ""), service.get("name", "")
-        target = f"service {service_ns}/{service_name}:{service.get('port', 443)}"
+        service_port = int(service.get("port") or 443)
+        target = f"service {service_ns}/{service_name}:{service_port}"
         try:
-            endpoints = tuple(await ready_endpoints(api, service_ns, service_name))
+            endpoints = tuple(await ready_endpoints(api, service_ns, service_name, service_port))
         except ApiError as exc:
             return WebhookFacts(registration, target, problem=_problem(exc, "its endpoints"))
         if endpoints:
@@ -365,7 +361,8 @@ async def _chain(
         ),
     ]
     compared += _aws_spellings(aws)
-    results.append(check_issuer_match(iss, compared))
+    issuer_match = check_issuer_match(iss, compared)
+    results.append(issuer_match)
     results.append(
         check_jwks_kid(
             token.token,
@@ -374,10 +371,10 @@ async def _chain(
             cluster_jwks,
         )
     )
-    results.append(check_provider_exists(aws, iss))
+    results.append(check_provider_exists(aws, iss, issuer_match))
     results.append(check_provider_audience(aws, identity.audience))
     results.append(check_trust_policy(aws, identity.role_arn, token.claims))
-    results.append(check_sts_probe(aws))
+    results.append(check_sts_probe(aws, earlier=results))
     return results
 
 

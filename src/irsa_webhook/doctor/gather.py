@@ -175,20 +175,47 @@ def ca_bundle_pem(client_config: Mapping[str, Any]) -> str:
         return ""
 
 
-async def ready_endpoints(api: KubeApi, namespace: str, service: str) -> list[tuple[str, int]]:
-    """Addresses (ip, port) of the Service's ready endpoints, from its EndpointSlices."""
+async def ready_endpoints(
+    api: KubeApi, namespace: str, service: str, service_port: int
+) -> list[tuple[str, int]]:
+    """Addresses (ip, port) of the Service's ready endpoints for its port ``service_port``,
+    from its EndpointSlices. The slices name their ports after the Service's, so the port the
+    webhook configuration calls is found by name: the webhook's Service serves metrics too."""
+    definition = await get_or_none(api, f"/api/v1/namespaces/{namespace}/services/{service}")
+    port_name = next(
+        (
+            str(p.get("name") or "")
+            for p in ((definition or {}).get("spec") or {}).get("ports") or []
+            if p.get("port") == service_port
+        ),
+        None,
+    )
     slices = await api.get(
         f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
         params={"labelSelector": f"kubernetes.io/service-name={service}"},
     )
+    return endpoints_for(slices, port_name)
+
+
+def endpoints_for(slices: Mapping[str, Any], port_name: str | None) -> list[tuple[str, int]]:
+    """Ready (ip, port) pairs of the EndpointSlice list ``slices`` for the Service port named
+    ``port_name`` (``""``: the unnamed one); None, the Service has no such port: none."""
     found: list[tuple[str, int]] = []
+    if port_name is None:
+        return found
     for item in slices.get("items") or []:
-        ports = [p.get("port") for p in item.get("ports") or [] if p.get("port")]
+        port = next(
+            (
+                int(p["port"])
+                for p in item.get("ports") or []
+                if p.get("port") and str(p.get("name") or "") == port_name
+            ),
+            None,
+        )
+        if port is None:
+            continue
         for endpoint in item.get("endpoints") or []:
             if (endpoint.get("conditions") or {}).get("ready") is False:
                 continue
-            found += [
-                (address, int(ports[0] if ports else 443))
-                for address in endpoint.get("addresses") or []
-            ]
+            found += [(address, port) for address in endpoint.get("addresses") or []]
     return found

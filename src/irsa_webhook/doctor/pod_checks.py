@@ -19,6 +19,7 @@ from irsa_webhook.identity import (
 )
 from irsa_webhook.injection_check import InjectionCheck, InjectionState, selector_matches
 from irsa_webhook.mutation import is_windows
+from irsa_webhook.registration import WebhookRegistration
 
 NO_CREDENTIALS = (
     "botocore.exceptions.NoCredentialsError: Unable to locate credentials (JS: Missing "
@@ -87,16 +88,6 @@ def check_service_account(
             "remove or rename the annotations the webhook ignores",
         )
     return ok(check, described)
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookRegistration:
-    """The part of the MutatingWebhookConfiguration that decides whether a pod is sent to us."""
-
-    name: str
-    failure_policy: str
-    object_selector: Mapping[str, Any] | None
-    namespace_selector: Mapping[str, Any] | None
 
 
 def check_pod_mutated(
@@ -266,7 +257,7 @@ def _token_file(spec: Mapping[str, Any], volume: Mapping[str, Any]) -> _TokenFil
         uid = int(fs_user)
         why += f", owned by every container's runAsUser {uid}"
     else:
-        why += ", owned by root (the containers do not share one runAsUser)"
+        why += ", owned by root (no runAsUser that every container shares)"
     if fs_group is not None:
         gid, mode = int(fs_group), mode | 0o440
         why += f", group fsGroup {gid} with group read"

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from irsa_webhook.doctor.facts import TlsProbe
-from irsa_webhook.doctor.pod_checks import NO_CREDENTIALS, WebhookRegistration
+from irsa_webhook.doctor.pod_checks import NO_CREDENTIALS
 from irsa_webhook.doctor.report import CheckResult, Status, ok
+from irsa_webhook.registration import WebhookRegistration
 
 
 @dataclass(frozen=True, slots=True)
