@@ -27,6 +27,7 @@ LAYERS = (
         ("httpcore._async.connection_pool", "h11", "anyio._backends._asyncio"),
     ),
     ("+ PyYAML (only with --kubeconfig)", ("yaml",)),
+    ("+ ctypes (after the first list, for malloc_trim: heap.py)", ("ctypes",)),
 )
 
 PROBE = (
