@@ -428,6 +428,71 @@ def test_the_reconciler_is_given_no_registration_or_namespaces_while_off(helm: s
     assert not [rule for rule in rules if "namespaces" in rule["resources"]]
 
 
+def _exported_series() -> set[str]:
+    """Every series name the webhook's /metrics can carry: each family's samples' names."""
+    from irsa_webhook.metrics import Metrics
+
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+        "info": ("_info",),
+    }
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def _alerts(helm: str, *settings: str) -> dict[str, dict[str, Any]]:
+    flags = [arg for setting in settings for arg in ("--set", setting)]
+    rule = only(
+        render(helm, "--set", "metrics.prometheusRule.enabled=true", *flags), "PrometheusRule"
+    )
+    (group,) = rule["spec"]["groups"]
+    return {r["alert"]: r for r in group["rules"]}
+
+
+def _vector_selectors(expression: Any) -> list[Any]:
+    import promql_parser
+
+    found: list[Any] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append(node)
+
+    promql_parser.walk(expression, visit)
+    return found
+
+
+RECONCILER_ALERTS = {"IrsaWebhookPodsMissingInjection", "IrsaWebhookReconcilerScopeUnknown"}
+
+
+@pytest.mark.parametrize("mode", ["off", "report", "restart"])
+def test_every_alert_parses_as_promql_and_selects_series_the_webhook_exports(
+    helm: str, mode: str
+) -> None:
+    import promql_parser
+
+    alerts = _alerts(helm, f"reconciler.mode={mode}")
+    exported = _exported_series()
+    assert RECONCILER_ALERTS & set(alerts) == (RECONCILER_ALERTS if mode != "off" else set())
+    for name, rule in alerts.items():
+        expression = promql_parser.parse(rule["expr"])  # raises on what Prometheus would refuse
+        if "for" in rule:
+            promql_parser.parse_duration(rule["for"])
+        selected = _vector_selectors(expression)
+        assert selected, name
+        for selector in selected:
+            if selector.name == "up" or selector.name.startswith("apiserver_"):
+                continue  # Prometheus's and the API server's own (tests/e2e/test_chart.py)
+            assert selector.name in exported, f"{name}: {selector.name} is not exported"
+            # Each of the webhook's series is this release's: the ServiceMonitor's job.
+            assert f'job="{RELEASE}"' in str(selector.matchers), f"{name}: {selector}"
+
+
 def test_self_managed_certificates_leave_the_ca_out_of_every_render(helm: str) -> None:
     documents = render(helm)
     secret = only(documents, "Secret")
