@@ -73,10 +73,19 @@ def test_admissions_keep_flowing_while_the_exec_plugin_refreshes_the_token(
     kubeconfig = kubeconfig_for(plane, tmp_path / "kubeconfig", "exec", exec_user)
     webhook = start_webhook(plane, tmp_path, kubeconfig)
     try:
-        # Ready after the first list; the watch that follows needs a fresh token, and the
-        # plugin now holds that refresh until it is released.
-        wait_for(tmp_path / "refreshing", 60)
         with client(webhook) as http:
+            # Ready after the first list, streamed on the connection the watch goes on using.
+            # The next request, the live GET for a ServiceAccount the cache does not have,
+            # needs a fresh token, and the plugin now holds that refresh until it is released.
+            missing = http.post(
+                f"{webhook.url}/mutate",
+                content=review(namespace, "absent"),
+                headers={"Content-Type": "application/json"},
+                timeout=5,
+            )
+            assert missing.status_code == 200
+            assert role_of(missing) is None
+            wait_for(tmp_path / "refreshing", 60)
             for index in range(20):
                 response = http.post(
                     f"{webhook.url}/mutate",
@@ -89,7 +98,7 @@ def test_admissions_keep_flowing_while_the_exec_plugin_refreshes_the_token(
             assert (tmp_path / "runs").read_text().strip() == "2", "still the same refresh"
 
             (tmp_path / "release").touch()
-            # Refreshed: the watch runs and a ServiceAccount created now reaches the cache.
+            # Refreshed, and all along the watch ran: a ServiceAccount created now is served.
             plane.apply(
                 service_account(namespace, "later", {"eks.amazonaws.com/role-arn": ROLE.format(2)})
             )
