@@ -4,7 +4,7 @@ A list reads pages of a few hundred kilobytes (about 280 KB per 500 ServiceAccou
 and lets them go. glibc's malloc keeps what they freed: it returns memory to the system only from
 the top of its heap, and after the first large free it raises its mmap threshold, so the later
 pages are allocated inside the heap too. ``malloc_trim(0)`` hands the free pages back: after a
-paginated list of 1,000 ServiceAccounts, 1.0 MB of idle RSS net of what loading ctypes costs. A
+paginated list of 1,000 ServiceAccounts, 1.0-1.2 MB of idle RSS net of what ctypes costs. A
 streamed list reads no large bodies; there it saves 0.55 MB at 50,000 ServiceAccounts and about
 pays for ctypes at 1,000. Other C libraries (musl, macOS's) have no such call and follow their
 own policy; there this does nothing.
