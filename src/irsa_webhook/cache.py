@@ -304,10 +304,11 @@ class Reflector(Generic[T]):
             if not token:
                 break
             params["continue"] = token
-        self._listed_now(items, str(metadata.get("resourceVersion") or ""))
+        self._listed_now(items, str(metadata.get("resourceVersion") or ""), "pages")
 
-    def _listed_now(self, items: dict[Key, T], version: str) -> None:
-        """Swap in a complete list, at ``version``; the cache is synced from here on."""
+    def _listed_now(self, items: dict[Key, T], version: str, how: str) -> None:
+        """Swap in a complete list, at ``version``, read ``how`` (stream or pages); the cache
+        is synced from here on."""
         self.items = items
         self.resource_version = version
         self._must_list = False
@@ -324,6 +325,7 @@ class Reflector(Generic[T]):
                 "source": self._source,
                 "objects": len(items),
                 "resource_version": self.resource_version,
+                "how": how,
             },
         )
         if self._after_list is not None:
@@ -392,7 +394,7 @@ class Reflector(Generic[T]):
             async with asyncio.timeout(2 * limit) as deadline:
                 async for event in stream:
                     if _ends_initial_events(event):
-                        self._listed_now(pending, _version(event))
+                        self._listed_now(pending, _version(event), "stream")
                         self._backoff.reset()
                         self._expired_since_last_event = False
                         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -100,7 +101,7 @@ def restarts(metrics: Metrics, reason: str) -> float:
 
 
 def test_the_cache_lists_existing_service_accounts_then_follows_create_annotate_and_delete(
-    control_plane: ControlPlane,
+    control_plane: ControlPlane, caplog: pytest.LogCaptureFixture
 ) -> None:
     namespace = make_namespace(control_plane, "cache")
     control_plane.apply(service_account(namespace, "before", {ROLE_ANNOTATION: ROLE}))
@@ -110,8 +111,13 @@ def test_the_cache_lists_existing_service_accounts_then_follows_create_annotate_
         cache = ServiceAccountCache(api, MutationSettings(), grace_period=0)
         task = asyncio.create_task(cache.run())
         try:
-            await asyncio.wait_for(cache.wait_synced(), 30)
+            with caplog.at_level(logging.INFO, logger="irsa_webhook.cache"):
+                await asyncio.wait_for(cache.wait_synced(), 30)
             assert role_of(cache.get(namespace, "before")) == ROLE
+            # This API server streams the list on the watch (sendInitialEvents): no fallback.
+            listed = [r for r in caplog.records if r.getMessage() == "listed"]
+            assert [getattr(r, "how", None) for r in listed] == ["stream"], caplog.text
+            assert "listing in pages" not in caplog.text
 
             await kubectl(control_plane, "create", "serviceaccount", "-n", namespace, "after")
             await until(lambda: cache.get(namespace, "after") is not None)
