@@ -30,6 +30,7 @@ from irsa_webhook import pki
 from irsa_webhook.cache import ListWatchApi, Reflector
 from irsa_webhook.kubeapi import ApiError
 from irsa_webhook.metrics import Metrics
+from irsa_webhook.registration import CONFIGURATIONS_PATH
 from irsa_webhook.tls import CertificateError, load_pem_pair
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ costs at most this long."""
 
 RETRY_START = 1.0
 RETRY_CAP = 60.0
-
-WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 
 class CertificateApi(ListWatchApi, Protocol):
@@ -112,7 +111,7 @@ class SelfManagedCertificate:
         )
         self._configurations: Reflector[Mapping[str, Any]] = Reflector(
             api,
-            WEBHOOK_CONFIGURATIONS,
+            CONFIGURATIONS_PATH,
             _raw,
             source="webhook-configuration",
             params={"fieldSelector": f"metadata.name={webhook_configuration}"},
@@ -296,7 +295,7 @@ class SelfManagedCertificate:
             operations.append(
                 {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": expected}
             )
-        path = f"{WEBHOOK_CONFIGURATIONS}/{quote(self._configuration_name, safe='')}"
+        path = f"{CONFIGURATIONS_PATH}/{quote(self._configuration_name, safe='')}"
         await self._api.send("PATCH", path, operations, "application/json-patch+json")
         logger.info(
             "self-managed certificate: caBundle patched",

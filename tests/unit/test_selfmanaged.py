@@ -16,7 +16,8 @@ import pytest
 
 from irsa_webhook import pki
 from irsa_webhook.kubeapi import ApiError
-from irsa_webhook.selfmanaged import WEBHOOK_CONFIGURATIONS, SelfManagedCertificate
+from irsa_webhook.registration import CONFIGURATIONS_PATH
+from irsa_webhook.selfmanaged import SelfManagedCertificate
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -50,7 +51,7 @@ class ScriptedApi:
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         if path == SECRET_PATH:
             return copy.deepcopy(self.secret)
-        item = self.configuration if path == WEBHOOK_CONFIGURATIONS else self.secret
+        item = self.configuration if path == CONFIGURATIONS_PATH else self.secret
         return {"metadata": {"resourceVersion": "1"}, "items": [copy.deepcopy(item)]}
 
     async def stream(
