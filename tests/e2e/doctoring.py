@@ -26,6 +26,24 @@ CLUSTER_SIDE = (
 )
 AWS_SIDE = ("provider-exists", "provider-audience", "trust-policy", "sts-probe")
 
+HARDENED_TOKEN_VOLUME = {
+    "name": "aws-iam-token",
+    "projected": {
+        "defaultMode": 0o600,
+        "sources": [
+            {
+                "serviceAccountToken": {
+                    "audience": "sts.amazonaws.com",
+                    "expirationSeconds": 86400,
+                    "path": "token",
+                }
+            }
+        ],
+    },
+}
+"""The webhook's token volume as a pod brings it itself, 0600 as some policies require: with
+containers of two users the kubelet cannot give the file to both, so it stays root's."""
+
 
 @contextmanager
 def anonymous_issuer_reads(control_plane: ControlPlane) -> Iterator[None]:

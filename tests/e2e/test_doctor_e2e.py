@@ -29,6 +29,7 @@ from cluster import (
 from doctoring import (
     AWS_SIDE,
     CLUSTER_SIDE,
+    HARDENED_TOKEN_VOLUME,
     anonymous_issuer_reads,
     create,
     doctor,
@@ -166,21 +167,6 @@ def test_a_webhook_that_is_down_with_failure_policy_ignore_fails_open_and_doctor
 def test_a_token_file_a_non_root_user_cannot_read_fails_token_readable_only(
     control_plane: ControlPlane, namespace: str
 ) -> None:
-    token_volume = {
-        "name": "aws-iam-token",
-        "projected": {
-            "defaultMode": 0o600,
-            "sources": [
-                {
-                    "serviceAccountToken": {
-                        "audience": "sts.amazonaws.com",
-                        "expirationSeconds": 86400,
-                        "path": "token",
-                    }
-                }
-            ],
-        },
-    }
     spec = {
         "securityContext": {"runAsUser": 1000, "runAsNonRoot": True},
         "containers": [
@@ -191,7 +177,7 @@ def test_a_token_file_a_non_root_user_cannot_read_fails_token_readable_only(
                 "securityContext": {"runAsUser": 2000},
             },
         ],
-        "volumes": [token_volume],
+        "volumes": [HARDENED_TOKEN_VOLUME],
     }
     create(control_plane, pod(namespace, "nonroot", "reader", **spec))
 

@@ -10,7 +10,6 @@ and only that one, and the error it says the pod sees must be the pod's own.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from doctoring import AWS_SIDE, CLUSTER_SIDE, report_of
-from irsa_lab.lab import WEBHOOK_CONFIGURATION, WEBHOOK_NAMESPACE, Lab
+from doctoring import AWS_SIDE, CLUSTER_SIDE, HARDENED_TOKEN_VOLUME, report_of
+from irsa_lab.lab import WEBHOOK_CONFIGURATION, WEBHOOK_NAMESPACE, Lab, wait_mutating
 from irsa_lab.scenario import GREETING, PodRun, Scenario
 
 pytestmark = pytest.mark.timeout(1800)
@@ -270,21 +269,7 @@ def webhook_down(bound: Bound) -> Iterator[None]:
         scenario.kubectl("scale", *deployment, f"--replicas={replicas}")
         scenario.kubectl("rollout", "status", *deployment, "--timeout=180s")
         # Ready pods are not yet the API server's endpoints: wait until it mutates again.
-        probe = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "webhook-back", "namespace": bound.namespace},
-            "spec": {
-                "serviceAccountName": "s3-reader",
-                "containers": [{"name": "probe", "image": scenario.env["LAB_IMAGE"]}],
-            },
-        }
-        deadline = time.monotonic() + 60
-        while "AWS_ROLE_ARN" not in scenario.kubectl(
-            "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(probe)
-        ):
-            assert time.monotonic() < deadline, "the webhook did not come back"
-            time.sleep(0.5)
+        wait_mutating(scenario.env)
 
 
 def test_a_webhook_that_is_down_fails_open_and_doctor_says_so(
@@ -313,21 +298,6 @@ def test_a_webhook_that_is_down_fails_open_and_doctor_says_so(
 def test_a_token_file_a_non_root_user_cannot_read_fails_token_readable(bound: Bound) -> None:
     # A hardened token volume (0600, as some policies require) and containers of two users:
     # the kubelet cannot give the file to both, so it stays root's.
-    token_volume = {
-        "name": "aws-iam-token",
-        "projected": {
-            "defaultMode": 0o600,
-            "sources": [
-                {
-                    "serviceAccountToken": {
-                        "audience": "sts.amazonaws.com",
-                        "expirationSeconds": 86400,
-                        "path": "token",
-                    }
-                }
-            ],
-        },
-    }
     sidecar = {
         "name": "sidecar",
         "image": bound.scenario.env["LAB_IMAGE"],
@@ -339,7 +309,7 @@ def test_a_token_file_a_non_root_user_cannot_read_fails_token_readable(bound: Bo
         bound,
         securityContext={"runAsUser": 1000, "runAsNonRoot": True},
         containers=[sidecar],
-        volumes=[token_volume],
+        volumes=[HARDENED_TOKEN_VOLUME],
     )
     assert printed(run) == f"PermissionError: [Errno 13] Permission denied: '{TOKEN_PATH}'"
 

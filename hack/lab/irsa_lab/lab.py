@@ -33,6 +33,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def up(lab: Lab) -> None:
     )  # fmt: skip
     _write_env(lab, cluster, ports)
     _install_webhook(lab, cluster)
-    _wait_mutating(cluster)
+    wait_mutating(cluster)
 
 
 def down(lab: Lab) -> None:
@@ -359,7 +360,7 @@ def _install_webhook(lab: Lab, cluster: dict[str, str]) -> None:
     )  # fmt: skip
 
 
-def _wait_mutating(cluster: dict[str, str]) -> None:
+def wait_mutating(cluster: Mapping[str, str]) -> None:
     """Until the API server's call to the webhook mutates a dry-run pod. helm's --wait trusts
     the Deployment's status, which on a node started again from its old state still counts the
     pods of before as available until the node controller learns otherwise."""
